@@ -1,0 +1,88 @@
+"""``python -m collector``: ``serve`` and ``tables create``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from collector.config import ENV_PREFIX, Config, ConfigError
+from collector.log import configure_logging
+from collector.schema import SchemaMismatch
+from collector.server import Collector
+from collector.signals import SIGNALS
+from collector.sink import DeltaSink
+from collector.tables import InvalidTableName, prefix_table
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m collector",
+        description="OTLP collector that lands coding-agent telemetry in Delta tables.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the collector",
+        description=f"Every flag can also be set as {ENV_PREFIX}<FLAG> or in a TOML --config file.",
+    )
+    serve.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings")
+    for f in Config.settings():
+        serve.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            metavar=f.metadata["metavar"],
+            help=f"{f.metadata['help']} (default: {_shown(f.default)})",
+        )
+    tables = commands.add_parser("tables", help="manage tables").add_subparsers(
+        dest="tables_command", required=True
+    )
+    create = tables.add_parser(
+        "create", help="create the _otel_metrics, _otel_logs and _otel_spans tables of a prefix"
+    )
+    create.add_argument("prefix", metavar="CATALOG.SCHEMA.PREFIX")
+    create.add_argument("--warehouse", type=Path, default=None, metavar="PATH")
+    return parser
+
+
+def _shown(default: object) -> str:
+    return "off" if default is None else str(default)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    flags = {f.name: getattr(args, f.name) for f in Config.settings()}
+    config_file = args.config or os.environ.get(ENV_PREFIX + "CONFIG")
+    config = Config.load(flags, os.environ, config_file)
+    configure_logging(config.log_format, config.log_level)
+    asyncio.run(Collector(config).serve_until_signalled())
+    return 0
+
+
+def _tables_create(args: argparse.Namespace) -> int:
+    warehouse = args.warehouse or Config.load({}, os.environ).warehouse
+    sink = DeltaSink(warehouse)
+    for signal in SIGNALS:
+        table = prefix_table(args.prefix, signal)
+        created = sink.ensure(table, signal.schema)
+        state = "created" if created else "exists, schema matches"
+        print(f"{table}: {state} at {sink.location(table)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _tables_create(args)
+    except (ConfigError, InvalidTableName, SchemaMismatch) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

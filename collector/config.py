@@ -1,0 +1,190 @@
+"""The collector's configuration: one typed object, from flags, ``COLLECTOR_*`` variables and TOML.
+
+Precedence, highest first: command-line flag, environment variable, config file, default. The
+fields below are the single list of settings: the CLI flags, the variable names, the TOML keys
+and the README's configuration table are all generated from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from collector.tables import InvalidTableName, TableName
+
+__all__ = ["Config", "ConfigError", "HostPort", "parse_size"]
+
+ENV_PREFIX = "COLLECTOR_"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> HostPort:
+        m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]*):(\d+)", text.strip())
+        if not m:
+            raise ConfigError(f"{text!r} is not HOST:PORT")
+        host = m.group(1) or m.group(3) or "127.0.0.1"
+        port = int(m.group(2) or m.group(4))
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"port {port} is out of range")
+        return cls(host, port)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?", re.I)
+_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes, from ``1048576``, ``64MiB``, ``64MB``, ``1g``…"""
+    if isinstance(text, int):
+        return text
+    m = _SIZE.fullmatch(str(text).strip())
+    if not m:
+        raise ConfigError(f"{text!r} is not a size in bytes (e.g. 67108864, 64MiB, 100MB)")
+    unit = (m.group(2) or "").lower()
+    base = 1024 if "i" in unit else 1000
+    power = "bkmgt".index(unit[0]) if unit else 0
+    return int(float(m.group(1)) * base**power)
+
+
+def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        v = kind(value)
+        if v <= 0:
+            raise ConfigError(f"must be positive, got {value!r}")
+        return v
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        v = str(value).lower()
+        if v not in choices:
+            raise ConfigError(f"must be one of {', '.join(choices)}, got {value!r}")
+        return v
+
+    return parse
+
+
+def _listen(value: Any) -> HostPort | None:
+    if isinstance(value, HostPort) or value is None:
+        return value
+    return None if str(value).strip().lower() == "off" else HostPort.parse(str(value))
+
+
+def _prefix(value: Any) -> str:
+    try:
+        return str(TableName.parse(str(value)))
+    except InvalidTableName as e:
+        raise ConfigError(e.message.replace("table name", "default table prefix")) from None
+
+
+def _setting(default: Any, parse: Callable[[Any], Any], help: str, metavar: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "help": help, "metavar": metavar})
+
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    http: HostPort | None = _setting(
+        HostPort("127.0.0.1", 4318), _listen, "OTLP/HTTP listen address, or off", "HOST:PORT"
+    )
+    grpc: HostPort | None = _setting(
+        HostPort("127.0.0.1", 4317), _listen, "OTLP/gRPC listen address, or off", "HOST:PORT"
+    )
+    warehouse: Path = _setting(
+        Path("warehouse"), Path, "directory holding <catalog>/<schema>/<table> Delta tables", "PATH"
+    )
+    default_table: str = _setting(
+        "main.default.agents",
+        _prefix,
+        "CATALOG.SCHEMA.PREFIX for requests without X-Databricks-UC-Table-Name",
+        "C.S.PREFIX",
+    )
+    flush_interval: float = _setting(
+        5.0, _positive(float), "flush a table when its oldest buffered row is this old", "SECONDS"
+    )
+    flush_rows: int = _setting(
+        100_000, _positive(int), "flush a table at once when it buffers this many rows", "N"
+    )
+    flush_bytes: int = _setting(
+        64 * MiB, _positive(parse_size), "flush a table at once when it buffers this much", "BYTES"
+    )
+    max_request_bytes: int = _setting(
+        64 * MiB, _positive(parse_size), "largest request body, after decompression", "BYTES"
+    )
+    log_format: str = _setting(
+        "auto",
+        _choice("auto", "json", "console"),
+        "auto: console on a terminal, else JSON",
+        "FORMAT",
+    )
+    log_level: str = _setting(
+        "info", _choice("debug", "info", "warning", "error"), "least severe level logged", "LEVEL"
+    )
+
+    @classmethod
+    def settings(cls) -> list[dataclasses.Field[Any]]:
+        return list(dataclasses.fields(cls))
+
+    @classmethod
+    def load(
+        cls,
+        flags: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        file: str | Path | None = None,
+    ) -> Config:
+        """Merge the sources; ``flags`` holds only the flags actually given."""
+        values: dict[str, tuple[Any, str]] = {}
+        if file is not None:
+            for key, value in _read_toml(Path(file)).items():
+                values[key] = (value, f"{file}: {key}")
+        for f in cls.settings():
+            name = ENV_PREFIX + f.name.upper()
+            if env and name in env:
+                values[f.name] = (env[name], name)
+        for key, value in (flags or {}).items():
+            if value is not None:
+                values[key] = (value, "--" + key.replace("_", "-"))
+        kwargs = {}
+        meta = {f.name: f.metadata for f in cls.settings()}
+        for key, (value, source) in values.items():
+            try:
+                kwargs[key] = meta[key]["parse"](value)
+            except (ConfigError, ValueError, TypeError) as e:
+                raise ConfigError(f"{source}: {e}") from None
+        return cls(**kwargs)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    known = {f.name for f in Config.settings()}
+    out = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"{path}: unknown setting {key!r}")
+        out[name] = value
+    return out

@@ -1,0 +1,137 @@
+"""Column-wise accumulators that turn appended Python values into Arrow arrays in one call each.
+
+The flatteners walk the protobuf once and append plain values to lists; nested types are kept as
+flat child lists plus offsets (maps as keys/values/offsets), so that building the batch is a
+handful of ``pa.array`` / ``from_arrays`` calls per column instead of per-row Arrow work. Every
+type here comes from the DDL-derived Arrow schema: a flattener names columns, never types.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+__all__ = ["ListValues", "MapValues", "Rows"]
+
+_STRING = pa.string()
+_OFFSETS = pa.int32()
+
+
+class MapValues:
+    """A MAP<STRING, STRING> column: keys and values of all rows, and each row's end offset."""
+
+    __slots__ = ("keys", "offsets", "type", "values")
+
+    def __init__(self, type: pa.MapType) -> None:
+        self.type = type
+        self.offsets: list[int] = [0]
+        self.keys: list[str] = []
+        self.values: list[str] = []
+
+    def append(self, mapping: dict[str, str]) -> None:
+        self.keys.extend(mapping)
+        self.values.extend(mapping.values())
+        self.offsets.append(len(self.keys))
+
+    def build(self) -> pa.Array:
+        return pa.MapArray.from_arrays(
+            pa.array(self.offsets, _OFFSETS),
+            pa.array(self.keys, _STRING),
+            pa.array(self.values, _STRING),
+            type=self.type,
+        )
+
+
+class ListValues:
+    """An ARRAY<…> column: the flattened elements of all rows and each row's end offset.
+
+    ``items`` is a plain list for primitive elements and a :class:`Rows` for struct elements;
+    the caller appends a row's elements to it, then calls :meth:`end_row` with their number.
+    """
+
+    __slots__ = ("items", "offsets", "type")
+
+    def __init__(self, type: pa.ListType) -> None:
+        self.type = type
+        self.offsets: list[int] = [0]
+        self.items: Any = _accumulator(type.value_type)
+
+    def extend(self, values: Any) -> None:
+        """Append one row whose elements are primitive values."""
+        self.items.extend(values)
+        self.offsets.append(len(self.items))
+
+    def end_row(self, count: int) -> None:
+        self.offsets.append(self.offsets[-1] + count)
+
+    def build(self) -> pa.Array:
+        return pa.ListArray.from_arrays(
+            pa.array(self.offsets, _OFFSETS),
+            _build(self.items, self.type.value_type),
+            type=self.type,
+        )
+
+
+class Rows:
+    """The columns of a STRUCT (or of a whole table), appended to one field at a time.
+
+    ``rows[name]`` is the accumulator of a field: a list for a primitive, :class:`MapValues`,
+    :class:`ListValues` or a nested :class:`Rows`. A field may instead be given a finished
+    Arrow array with :meth:`set` (e.g. a struct repeated on many rows, built once and taken).
+    """
+
+    __slots__ = ("columns", "type")
+
+    def __init__(self, type: pa.StructType | pa.Schema) -> None:
+        self.type = type
+        self.columns: dict[str, Any] = {f.name: _accumulator(f.type) for f in type}
+
+    def __getitem__(self, name: str) -> Any:
+        return self.columns[name]
+
+    def __len__(self) -> int:
+        for field in self.type:
+            col = self.columns[field.name]
+            if isinstance(col, list):
+                return len(col)
+            if isinstance(col, (MapValues, ListValues)):
+                return len(col.offsets) - 1
+            if isinstance(col, pa.Array):
+                return len(col)
+        raise TypeError("Rows needs a primitive, map, list or finished column to count rows")
+
+    def set(self, name: str, array: pa.Array) -> None:
+        if name not in self.columns:
+            raise KeyError(name)
+        self.columns[name] = array
+
+    def arrays(self) -> list[pa.Array]:
+        return [_build(self.columns[f.name], f.type) for f in self.type]
+
+    def build_struct(self) -> pa.StructArray:
+        return pa.StructArray.from_arrays(self.arrays(), fields=list(self.type))
+
+    def build_batch(self) -> pa.RecordBatch:
+        assert isinstance(self.type, pa.Schema)
+        return pa.RecordBatch.from_arrays(self.arrays(), schema=self.type)
+
+
+def _accumulator(type: pa.DataType) -> Any:
+    if isinstance(type, pa.MapType):
+        return MapValues(type)
+    if isinstance(type, pa.ListType):
+        return ListValues(type)
+    if isinstance(type, pa.StructType):
+        return Rows(type)
+    return []
+
+
+def _build(col: Any, type: pa.DataType) -> pa.Array:
+    if isinstance(col, pa.Array):
+        return col
+    if isinstance(col, list):
+        return pa.array(col, type)
+    if isinstance(col, Rows):
+        return col.build_struct()
+    return col.build()

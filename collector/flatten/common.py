@@ -1,0 +1,85 @@
+"""What every signal's rows share: the resource and scope they came from, and the result type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from collector.flatten.columns import Rows
+from collector.flatten.values import attributes_dict
+
+__all__ = ["Flattened", "Origins", "Rejections"]
+
+
+@dataclass(frozen=True)
+class Flattened:
+    """The rows one request produced, and what it had to leave out (OTLP partial success)."""
+
+    batch: pa.RecordBatch
+    rejected: int = 0
+    error: str | None = None  # the first problem, in English, when rejected > 0
+
+
+class Rejections:
+    """Counts records that cannot be stored and keeps the first reason."""
+
+    __slots__ = ("count", "first")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: str | None = None
+
+    def add(self, what: str, reason: object) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = f"{what}: {reason}"
+
+
+class Origins:
+    """Resource and scope columns, built once per ResourceX / ScopeX and repeated by index.
+
+    Agents send one resource and one or two scopes per request for hundreds of records, so the
+    per-row cost is an index, and the struct columns are made with a single ``take``.
+    """
+
+    def __init__(self, schema: pa.Schema, scope_url_column: str) -> None:
+        self._schema = schema
+        self._scope_url_column = scope_url_column
+        self._resources = Rows(schema.field("resource").type)
+        self._scopes = Rows(schema.field("instrumentation_scope").type)
+        self._resource_urls: list[str] = []
+        self._scope_urls: list[str] = []
+        self._resource_index: list[int] = []
+        self._scope_index: list[int] = []
+
+    def add_resource(self, resource: Resource, schema_url: str) -> int:
+        self._resources["attributes"].append(attributes_dict(resource.attributes))
+        self._resources["dropped_attributes_count"].append(resource.dropped_attributes_count)
+        self._resource_urls.append(schema_url)
+        return len(self._resource_urls) - 1
+
+    def add_scope(self, scope: InstrumentationScope, schema_url: str) -> int:
+        s = self._scopes
+        s["name"].append(scope.name)
+        s["version"].append(scope.version)
+        s["attributes"].append(attributes_dict(scope.attributes))
+        s["dropped_attributes_count"].append(scope.dropped_attributes_count)
+        self._scope_urls.append(schema_url)
+        return len(self._scope_urls) - 1
+
+    def repeat(self, resource: int, scope: int, rows: int) -> None:
+        """The next ``rows`` rows came from this resource and scope."""
+        self._resource_index.extend([resource] * rows)
+        self._scope_index.extend([scope] * rows)
+
+    def fill(self, rows: Rows) -> None:
+        r = pa.array(self._resource_index, pa.int32())
+        s = pa.array(self._scope_index, pa.int32())
+        string = pa.string()
+        rows.set("resource", self._resources.build_struct().take(r))
+        rows.set("resource_schema_url", pa.array(self._resource_urls, string).take(r))
+        rows.set("instrumentation_scope", self._scopes.build_struct().take(s))
+        rows.set(self._scope_url_column, pa.array(self._scope_urls, string).take(s))

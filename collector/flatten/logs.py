@@ -1,0 +1,65 @@
+"""ExportLogsServiceRequest → ``otel_logs`` rows: one row per LogRecord (mapping.md)."""
+
+from __future__ import annotations
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from collector.flatten.columns import Rows
+from collector.flatten.common import Flattened, Origins, Rejections
+from collector.flatten.values import (
+    InvalidRecord,
+    any_value_to_str,
+    attributes_dict,
+    enum_name,
+    hex_id,
+)
+from collector.schema import load_schema
+
+__all__ = ["flatten_logs"]
+
+
+def flatten_logs(request: ExportLogsServiceRequest) -> Flattened:
+    schema = load_schema("otel_logs").arrow
+    rows = Rows(schema)
+    origins = Origins(schema, "log_schema_url")
+    rej = Rejections()
+    event_name = rows["event_name"].append
+    trace_id = rows["trace_id"].append
+    span_id = rows["span_id"].append
+    time = rows["time_unix_nano"].append
+    observed = rows["observed_time_unix_nano"].append
+    severity_number = rows["severity_number"].append
+    severity_text = rows["severity_text"].append
+    body = rows["body"].append
+    attributes = rows["attributes"].append
+    dropped = rows["dropped_attributes_count"].append
+    flags = rows["flags"].append
+
+    for rl in request.resource_logs:
+        r_i = origins.add_resource(rl.resource, rl.schema_url)
+        for sl in rl.scope_logs:
+            s_i = origins.add_scope(sl.scope, sl.schema_url)
+            n = 0
+            for record in sl.log_records:
+                try:
+                    trace = hex_id(record.trace_id, 16, "trace_id")
+                    span = hex_id(record.span_id, 8, "span_id")
+                except InvalidRecord as e:
+                    rej.add("log record", e)
+                    continue
+                event_name(record.event_name or None)
+                trace_id(trace)
+                span_id(span)
+                time(record.time_unix_nano)
+                observed(record.observed_time_unix_nano)
+                severity_number(enum_name("severity_number", record.severity_number))
+                severity_text(record.severity_text)
+                body(any_value_to_str(record.body) if record.HasField("body") else None)
+                attributes(attributes_dict(record.attributes))
+                dropped(record.dropped_attributes_count)
+                flags(record.flags)
+                n += 1
+            origins.repeat(r_i, s_i, n)
+
+    origins.fill(rows)
+    return Flattened(rows.build_batch(), rej.count, rej.first)

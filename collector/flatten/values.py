@@ -1,0 +1,168 @@
+"""OTLP scalar values → the strings and names the tables hold (mapping.md, "Values").
+
+AnyValue → STRING follows the OpenTelemetry Collector's ``AsString``: scalars as text, arrays and
+kvlists as compact JSON, doubles as the shortest round-trip decimal in JSON/ES6 notation.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+__all__ = [
+    "InvalidRecord",
+    "any_value_to_str",
+    "attributes_dict",
+    "enum_name",
+    "format_double",
+    "hex_id",
+]
+
+
+class InvalidRecord(ValueError):
+    """One record cannot be stored; the rest of its request can (OTLP partial success)."""
+
+
+def format_double(x: float) -> str:
+    """Shortest round-trip decimal as ES6 ``Number#toString`` / Go ``encoding/json`` write it.
+
+    Positional notation for 1e-6 <= |x| < 1e21, exponent notation outside, so that
+    ``0.00025``, ``123`` and ``1e+21`` come out as a JavaScript or Go exporter would print them.
+    """
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "Infinity" if x > 0 else "-Infinity"
+    if x == 0:
+        return "-0" if math.copysign(1.0, x) < 0 else "0"
+    r = repr(x)  # shortest round-trip digits
+    mantissa, _, exp_text = r.partition("e")
+    exp = int(exp_text) if exp_text else 0
+    sign = "-" if mantissa.startswith("-") else ""
+    mantissa = mantissa.lstrip("-")
+    int_part, _, frac_part = mantissa.partition(".")
+    digits = (int_part + frac_part).lstrip("0")
+    # Decimal exponent of the first significant digit.
+    point = len(int_part) + exp  # position of the decimal point relative to int_part+frac_part
+    leading_zeros = len(int_part + frac_part) - len((int_part + frac_part).lstrip("0"))
+    point -= leading_zeros
+    digits = digits.rstrip("0") or "0"
+    a = abs(x)
+    if 1e-6 <= a < 1e21:
+        if point <= 0:
+            return f"{sign}0.{'0' * -point}{digits}"
+        if point >= len(digits):
+            return f"{sign}{digits}{'0' * (point - len(digits))}"
+        return f"{sign}{digits[:point]}.{digits[point:]}"
+    e = point - 1
+    head = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return f"{sign}{head}e{'+' if e >= 0 else '-'}{abs(e)}"
+
+
+def _json_string(s: str) -> str:
+    # json.dumps would do, but it escapes non-ASCII unless told not to, and we need the same
+    # escaping rules everywhere a string is embedded in JSON.
+    out = ['"']
+    for ch in s:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _json_value(v: AnyValue) -> str:
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return _json_string(v.string_value)
+    if kind == "bool_value":
+        return "true" if v.bool_value else "false"
+    if kind == "int_value":
+        return str(v.int_value)
+    if kind == "double_value":
+        d = v.double_value
+        # JSON has no NaN or infinities: write them as the strings AsString gives for a scalar.
+        return format_double(d) if math.isfinite(d) else _json_string(format_double(d))
+    if kind == "bytes_value":
+        return _json_string(base64.b64encode(v.bytes_value).decode("ascii"))
+    if kind == "array_value":
+        return "[" + ",".join(_json_value(x) for x in v.array_value.values) + "]"
+    if kind == "kvlist_value":
+        return _json_object(v.kvlist_value.values)
+    return "null"
+
+
+def _json_object(kvs: Iterable[KeyValue]) -> str:
+    merged: dict[str, AnyValue] = {}
+    for kv in kvs:
+        merged[kv.key] = kv.value
+    return "{" + ",".join(f"{_json_string(k)}:{_json_value(v)}" for k, v in merged.items()) + "}"
+
+
+def any_value_to_str(v: AnyValue) -> str:
+    """The STRING form of an AnyValue as it goes into a map value or a log body."""
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "bool_value":
+        return "true" if v.bool_value else "false"
+    if kind == "int_value":
+        return str(v.int_value)
+    if kind == "double_value":
+        return format_double(v.double_value)
+    if kind == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode("ascii")
+    if kind == "array_value":
+        return "[" + ",".join(_json_value(x) for x in v.array_value.values) + "]"
+    if kind == "kvlist_value":
+        return _json_object(v.kvlist_value.values)
+    return ""
+
+
+def attributes_dict(kvs: Iterable[KeyValue]) -> dict[str, str]:
+    """A KeyValue list as a map; on duplicate keys the last one wins."""
+    return {kv.key: any_value_to_str(kv.value) for kv in kvs}
+
+
+def hex_id(raw: bytes, length: int, what: str) -> str | None:
+    """A trace or span id as lowercase hex; empty → None; any other length is invalid."""
+    if not raw:
+        return None
+    if len(raw) != length:
+        raise InvalidRecord(f"{what} must be {length} bytes, got {len(raw)}")
+    return raw.hex()
+
+
+def _enum_names(enum: Any) -> dict[int, str]:
+    return {number: name for name, number in enum.items()}
+
+
+_ENUMS: dict[str, dict[int, str]] = {
+    "severity_number": _enum_names(logs_pb2.SeverityNumber),
+    "aggregation_temporality": _enum_names(metrics_pb2.AggregationTemporality),
+    "span_kind": _enum_names(trace_pb2.Span.SpanKind),
+    "status_code": _enum_names(trace_pb2.Status.StatusCode),
+}
+
+
+def enum_name(enum: str, number: int) -> str:
+    """The canonical protobuf name of an enum value; an unknown number as its decimal string."""
+    return _ENUMS[enum].get(number) or str(number)

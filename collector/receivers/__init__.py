@@ -1,0 +1,1 @@
+"""Transports that take OTLP requests and hand them to the pipeline."""

@@ -1,0 +1,62 @@
+"""OTLP/gRPC receiver (grpc.aio): MetricsService, LogsService and TraceService ``Export``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import structlog
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+from collector.errors import ExportError
+from collector.pipeline import Pipeline
+from collector.signals import LOGS, METRICS, SPANS, Signal
+from collector.tables import TABLE_HEADER
+
+__all__ = ["build_server"]
+
+log = structlog.get_logger("collector.grpc")
+
+_STATUS = {code.value[0]: code for code in grpc.StatusCode}
+_METADATA_KEY = TABLE_HEADER.lower()  # gRPC metadata keys are lowercase
+
+
+class _Export:
+    def __init__(self, pipeline: Pipeline, signal: Signal) -> None:
+        self.pipeline = pipeline
+        self.signal = signal
+
+    async def Export(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        table = None
+        for key, value in context.invocation_metadata() or ():
+            if key == _METADATA_KEY:
+                table = value
+        try:
+            result = await self.pipeline.export(self.signal, table, request)
+        except ExportError as e:
+            log.info(
+                "request refused",
+                signal=self.signal.name,
+                code=_STATUS[e.rpc_code].name,
+                reason=e.message,
+                peer=context.peer(),
+            )
+            await context.abort(_STATUS[e.rpc_code], e.message)
+        return self.signal.response(result.rejected, result.error)
+
+
+def build_server(pipeline: Pipeline, max_request_bytes: int) -> grpc.aio.Server:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_request_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
+        _Export(pipeline, METRICS), server
+    )
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Export(pipeline, LOGS), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Export(pipeline, SPANS), server)
+    return server

@@ -1,0 +1,91 @@
+"""The running collector: receivers → pipeline → buffers → Delta sink, started and stopped as one."""
+
+from __future__ import annotations
+
+import asyncio
+import signal as signals
+
+import grpc
+import structlog
+from aiohttp import web
+
+from collector.buffer import Buffers, FlushPolicy
+from collector.config import Config, HostPort
+from collector.pipeline import Pipeline
+from collector.receivers.grpc import build_server
+from collector.receivers.http import build_app
+from collector.sink import DeltaSink
+
+__all__ = ["Collector"]
+
+log = structlog.get_logger("collector")
+
+
+class Collector:
+    """Owns the stages of one collector process; ``async with Collector(config)`` runs it."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sink = DeltaSink(config.warehouse)
+        policy = FlushPolicy(config.flush_interval, config.flush_rows, config.flush_bytes)
+        self.buffers = Buffers(self.sink.append, policy)
+        self.pipeline = Pipeline(self.sink, self.buffers, config.default_table)
+        self._http: web.AppRunner | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self.http_address: HostPort | None = None
+        self.grpc_address: HostPort | None = None
+
+    async def start(self) -> None:
+        self.config.warehouse.mkdir(parents=True, exist_ok=True)
+        self.buffers.start()
+        if self.config.http is not None:
+            self._http = web.AppRunner(
+                build_app(self.pipeline, self.config.max_request_bytes),
+                access_log=None,
+                handle_signals=False,
+                # Bodies are decompressed by our own reader, which caps the inflated size.
+                auto_decompress=False,
+            )
+            await self._http.setup()
+            site = web.TCPSite(self._http, self.config.http.host, self.config.http.port)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.http_address = HostPort(self.config.http.host, port)
+        if self.config.grpc is not None:
+            self._grpc = build_server(self.pipeline, self.config.max_request_bytes)
+            port = self._grpc.add_insecure_port(str(self.config.grpc))
+            await self._grpc.start()
+            self.grpc_address = HostPort(self.config.grpc.host, port)
+        log.info(
+            "collector started",
+            http=str(self.http_address) if self.http_address else "off",
+            grpc=str(self.grpc_address) if self.grpc_address else "off",
+            warehouse=str(self.sink.warehouse),
+            default_table=self.config.default_table,
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish, flush every buffer."""
+        if self._grpc is not None:
+            await self._grpc.stop(grace=5)
+        if self._http is not None:
+            await self._http.cleanup()
+        await self.buffers.close()
+        log.info("collector stopped", buffered_rows=self.buffers.buffered_rows)
+
+    async def __aenter__(self) -> Collector:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def serve_until_signalled(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop cleanly."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signals.SIGTERM, signals.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with self:
+            await stop.wait()
+            log.info("shutting down")

@@ -1,0 +1,69 @@
+"""The three OTLP signals and everything that differs between them, in one table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from collector.flatten import Flattened, flatten_logs, flatten_metrics, flatten_spans
+from collector.schema import TableSchema, load_schema
+
+__all__ = ["LOGS", "METRICS", "SIGNALS", "SPANS", "Signal"]
+
+
+@dataclass(frozen=True)
+class Signal:
+    name: str  # as in the OTLP paths: metrics, logs, traces
+    schema_name: str  # schemas/<schema_name>.sql
+    request_type: type[Message]
+    response_type: type[Message]
+    rejected_field: str  # the partial_success counter of the response
+    flatten: Callable[[Any], Flattened]
+
+    @property
+    def schema(self) -> TableSchema:
+        return load_schema(self.schema_name)
+
+    @property
+    def table_suffix(self) -> str:
+        return self.schema.suffix
+
+    def response(self, rejected: int = 0, message: str | None = None) -> Message:
+        response = self.response_type()
+        if rejected or message:
+            setattr(response.partial_success, self.rejected_field, rejected)
+            response.partial_success.error_message = message or ""
+        return response
+
+
+METRICS = Signal(
+    "metrics",
+    "otel_metrics",
+    metrics_service_pb2.ExportMetricsServiceRequest,
+    metrics_service_pb2.ExportMetricsServiceResponse,
+    "rejected_data_points",
+    flatten_metrics,
+)
+LOGS = Signal(
+    "logs",
+    "otel_logs",
+    logs_service_pb2.ExportLogsServiceRequest,
+    logs_service_pb2.ExportLogsServiceResponse,
+    "rejected_log_records",
+    flatten_logs,
+)
+SPANS = Signal(
+    "traces",
+    "otel_spans",
+    trace_service_pb2.ExportTraceServiceRequest,
+    trace_service_pb2.ExportTraceServiceResponse,
+    "rejected_spans",
+    flatten_spans,
+)
+SIGNALS: tuple[Signal, ...] = (METRICS, LOGS, SPANS)

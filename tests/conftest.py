@@ -1,0 +1,116 @@
+"""Shared fixtures: a real collector process, and two independent readers of its Delta tables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.readers import read_duckdb, read_polars  # noqa: F401  (re-exported for tests)
+
+ROOT = Path(__file__).resolve().parent.parent
+CAPTURES = ROOT.parent / "shared" / "captures"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CollectorProcess:
+    """``python -m collector serve`` in a subprocess, on free ports and its own warehouse."""
+
+    def __init__(self, warehouse: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.warehouse = warehouse
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.log_path = warehouse.parent / f"collector-{self.http_port}.log"
+        args = [
+            sys.executable,
+            "-m",
+            "collector",
+            "serve",
+            "--http",
+            f"127.0.0.1:{self.http_port}",
+            "--grpc",
+            f"127.0.0.1:{self.grpc_port}",
+            "--warehouse",
+            str(warehouse),
+            "--log-format",
+            "json",
+            *extra,
+        ]
+        if "--flush-interval" not in extra:
+            args += ["--flush-interval", "0.2"]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self._wait_listening()
+
+    def _wait_listening(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"collector exited {self.proc.returncode}:\n{self.logs()}")
+            if "collector started" in self.logs():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"collector did not start:\n{self.logs()}")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def table_path(self, table: str) -> Path:
+        return self.warehouse.joinpath(*table.split("."))
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+
+@pytest.fixture(scope="session")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]:
+    """One collector for the session; tests keep apart by writing to tables of their own."""
+    proc = CollectorProcess(tmp_path_factory.mktemp("shared") / "warehouse")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def table_prefix() -> str:
+    """A fresh ``catalog.schema.prefix`` so that each test reads only its own rows."""
+    return f"main.tests.t{uuid.uuid4().hex[:12]}"
+
+
+def wait_for_rows(path: Path, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Poll a Delta table until it holds ``count`` rows; return them (read with polars)."""
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        if (path / "_delta_log").is_dir():
+            rows = read_polars(path)
+            if len(rows) >= count:
+                return rows
+        time.sleep(0.1)
+    raise AssertionError(f"{path}: expected {count} rows, found {len(rows)}")

@@ -1,0 +1,71 @@
+"""Two independent readers of a Delta table, giving rows as plain Python values.
+
+polars (over delta-rs) and DuckDB's delta extension share no code with each other or with the
+collector. Both are normalised to the same shape: structs as dicts, MAP columns as dicts, arrays
+as lists, so that a test can assert exact rows and that the readers agree.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+from deltalake import DeltaTable
+
+
+def _normalise(value: Any, delta_type: Any) -> Any:
+    """polars gives a MAP as a list of {key, value} structs (or a dict, by version): make a dict."""
+    if value is None or isinstance(delta_type, str):
+        return value
+    kind = delta_type["type"]
+    if kind == "map":
+        pairs = (
+            value.items() if isinstance(value, dict) else ((e["key"], e["value"]) for e in value)
+        )
+        return {k: _normalise(v, delta_type["valueType"]) for k, v in pairs}
+    if kind == "array":
+        return [_normalise(v, delta_type["elementType"]) for v in value]
+    if kind == "struct":
+        return {f["name"]: _normalise(value[f["name"]], f["type"]) for f in delta_type["fields"]}
+    return value
+
+
+def read_polars(path: Path) -> list[dict[str, Any]]:
+    schema = json.loads(DeltaTable(str(path)).schema().to_json())
+    frame = pl.read_delta(str(path))
+    return [_normalise(row, schema) for row in frame.to_dicts()]
+
+
+def _delta_extension() -> str:
+    site = sysconfig.get_paths()["purelib"]
+    found = glob.glob(f"{site}/duckdb_extension_delta/extensions/*/delta.duckdb_extension")
+    if not found:
+        raise RuntimeError("duckdb-extension-delta is not installed")
+    return found[0]
+
+
+def read_duckdb(path: Path) -> list[dict[str, Any]]:
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    try:
+        con.execute(f"LOAD '{_delta_extension()}'")
+        cursor = con.execute("SELECT * FROM delta_scan(?)", [str(path)])
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        con.close()
+
+
+def read_both(path: Path, key: Any = None) -> list[dict[str, Any]]:
+    """Rows read by both readers, asserted equal; sorted by ``key`` (file order is not stable)."""
+    a = read_polars(path)
+    b = read_duckdb(path)
+    if key is not None:
+        a.sort(key=key)
+        b.sort(key=key)
+    assert a == b, "polars and DuckDB read different rows"
+    return a

@@ -1,0 +1,383 @@
+"""The real OpenTelemetry Python SDK and its OTLP/HTTP exporters, against a running collector."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from opentelemetry import trace
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter, MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportResult
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from tests.conftest import CollectorProcess, wait_for_rows
+from tests.readers import read_both
+
+TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
+SPAN_ID = 0xB7AD6B7169203331
+RESOURCE = Resource({"service.name": "test-agent", "service.version": "9.9.9", "team": "platform"})
+RESOURCE_ROW = {
+    "attributes": {"service.name": "test-agent", "service.version": "9.9.9", "team": "platform"},
+    "dropped_attributes_count": 0,
+}
+SCOPE_ROW = {
+    "name": "tests.sdk",
+    "version": "1.2.3",
+    "attributes": {},
+    "dropped_attributes_count": 0,
+}
+NULL_TYPES = {
+    "gauge": None,
+    "sum": None,
+    "histogram": None,
+    "exponential_histogram": None,
+    "summary": None,
+}
+
+
+def _sdk_metrics():
+    """Record one of each instrument the SDK has, exemplars on, inside a known span context."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(
+        metric_readers=[reader],
+        resource=RESOURCE,
+        exemplar_filter=AlwaysOnExemplarFilter(),
+        views=[
+            View(
+                instrument_name="tool.latency", aggregation=ExponentialBucketHistogramAggregation()
+            )
+        ],
+    )
+    meter = provider.get_meter("tests.sdk", "1.2.3")
+    span = NonRecordingSpan(SpanContext(TRACE_ID, SPAN_ID, False, TraceFlags(TraceFlags.SAMPLED)))
+    with trace.use_span(span):
+        meter.create_counter("agent.tokens", unit="{token}", description="Tokens used").add(
+            42, {"model": "opus", "type": "input"}
+        )
+        meter.create_gauge("agent.context.fill", unit="1").set(0.75, {"session": "s1"})
+        meter.create_histogram("api.latency", unit="ms").record(12.5, {"route": "/v1/messages"})
+        latency = meter.create_histogram("tool.latency", unit="s")
+        latency.record(2.0)
+        latency.record(4.0)
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    return data
+
+
+def _points(data):
+    return {
+        m.name: m.data.data_points[0]
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+
+
+def _exemplar(point, value: float) -> list[dict]:
+    (e,) = point.exemplars
+    return [
+        {
+            "time_unix_nano": e.time_unix_nano,
+            "value": value,
+            "span_id": f"{SPAN_ID:016x}",
+            "trace_id": f"{TRACE_ID:032x}",
+            "filtered_attributes": {},
+        }
+    ]
+
+
+def _row(name: str, description: str, unit: str, metric_type: str, value: dict) -> dict:
+    return {
+        "name": name,
+        "description": description,
+        "unit": unit,
+        "metric_type": metric_type,
+        **NULL_TYPES,
+        metric_type: value,
+        "metadata": {},
+        "resource": RESOURCE_ROW,
+        "resource_schema_url": "",
+        "instrumentation_scope": SCOPE_ROW,
+        "metric_schema_url": "",
+    }
+
+
+def test_sdk_metrics_of_every_type_land_exactly(
+    collector: CollectorProcess, table_prefix: str
+) -> None:
+    table = f"{table_prefix}_otel_metrics"
+    data = _sdk_metrics()
+    exporter = OTLPMetricExporter(
+        endpoint=collector.url("/api/2.0/otel/v1/metrics"),
+        headers={"X-Databricks-UC-Table-Name": table},
+        compression=Compression.Gzip,
+    )
+    assert exporter.export(data) is MetricExportResult.SUCCESS
+    exporter.shutdown()
+
+    # The SDK has no summary instrument: send one as a hand-built request on the same table.
+    summary = ExportMetricsServiceRequest()
+    metric = (
+        summary.resource_metrics.add()
+        .scope_metrics.add()
+        .metrics.add(name="rpc.duration", unit="ms")
+    )
+    dp = metric.summary.data_points.add(
+        start_time_unix_nano=1, time_unix_nano=2, count=3, sum=60.5, flags=1
+    )
+    dp.quantile_values.add(quantile=0.5, value=20.0)
+    dp.quantile_values.add(quantile=0.99, value=30.25)
+    dp.attributes.append(KeyValue(key="method", value=AnyValue(string_value="Export")))
+    request = urllib.request.Request(
+        collector.url("/v1/metrics"),
+        data=summary.SerializeToString(),
+        headers={"Content-Type": "application/x-protobuf", "X-Databricks-UC-Table-Name": table},
+    )
+    with urllib.request.urlopen(request) as answer:
+        assert answer.status == 200
+        assert answer.headers["Content-Type"] == "application/x-protobuf"
+        assert (
+            ExportMetricsServiceResponse.FromString(answer.read()) == ExportMetricsServiceResponse()
+        )
+
+    path = collector.table_path(table)
+    wait_for_rows(path, 5)
+    rows = {r["name"]: r for r in read_both(path, key=lambda r: r["name"])}
+    p = _points(data)
+
+    counter = p["agent.tokens"]
+    assert rows["agent.tokens"] == _row(
+        "agent.tokens",
+        "Tokens used",
+        "{token}",
+        "sum",
+        {
+            "start_time_unix_nano": counter.start_time_unix_nano,
+            "time_unix_nano": counter.time_unix_nano,
+            "value": 42.0,
+            "exemplars": _exemplar(counter, 42.0),
+            "attributes": {"model": "opus", "type": "input"},
+            "flags": 0,
+            "aggregation_temporality": "AGGREGATION_TEMPORALITY_CUMULATIVE",
+            "is_monotonic": True,
+        },
+    )
+    gauge = p["agent.context.fill"]
+    assert rows["agent.context.fill"] == _row(
+        "agent.context.fill",
+        "",
+        "1",
+        "gauge",
+        {
+            "start_time_unix_nano": gauge.start_time_unix_nano or 0,
+            "time_unix_nano": gauge.time_unix_nano,
+            "value": 0.75,
+            "exemplars": _exemplar(gauge, 0.75),
+            "attributes": {"session": "s1"},
+            "flags": 0,
+        },
+    )
+    hist = p["api.latency"]
+    assert rows["api.latency"] == _row(
+        "api.latency",
+        "",
+        "ms",
+        "histogram",
+        {
+            "start_time_unix_nano": hist.start_time_unix_nano,
+            "time_unix_nano": hist.time_unix_nano,
+            "count": 1,
+            "sum": 12.5,
+            "bucket_counts": [0, 0, 0, 1] + [0] * 12,
+            "explicit_bounds": [
+                0.0,
+                5.0,
+                10.0,
+                25.0,
+                50.0,
+                75.0,
+                100.0,
+                250.0,
+                500.0,
+                750.0,
+                1000.0,
+                2500.0,
+                5000.0,
+                7500.0,
+                10000.0,
+            ],
+            "exemplars": _exemplar(hist, 12.5),
+            "attributes": {"route": "/v1/messages"},
+            "flags": 0,
+            "min": 12.5,
+            "max": 12.5,
+            "aggregation_temporality": "AGGREGATION_TEMPORALITY_CUMULATIVE",
+        },
+    )
+    exp = p["tool.latency"]
+    assert [e.value for e in exp.exemplars] == [2.0, 4.0]
+    assert rows["tool.latency"] == _row(
+        "tool.latency",
+        "",
+        "s",
+        "exponential_histogram",
+        {
+            "attributes": {},
+            "start_time_unix_nano": exp.start_time_unix_nano,
+            "time_unix_nano": exp.time_unix_nano,
+            "count": 2,
+            "sum": 6.0,
+            "scale": exp.scale,
+            "zero_count": 0,
+            "positive_bucket": {
+                "offset": exp.positive.offset,
+                "bucket_counts": list(exp.positive.bucket_counts),
+            },
+            "negative_bucket": {
+                "offset": exp.negative.offset,
+                "bucket_counts": list(exp.negative.bucket_counts),
+            },
+            "flags": 0,
+            "exemplars": [
+                {
+                    "time_unix_nano": e.time_unix_nano,
+                    "value": e.value,
+                    "span_id": f"{SPAN_ID:016x}",
+                    "trace_id": f"{TRACE_ID:032x}",
+                    "filtered_attributes": {},
+                }
+                for e in exp.exemplars
+            ],
+            "min": 2.0,
+            "max": 4.0,
+            "zero_threshold": 0.0,
+            "aggregation_temporality": "AGGREGATION_TEMPORALITY_CUMULATIVE",
+        },
+    )
+    assert sum(exp.positive.bucket_counts) == 2
+    assert rows["rpc.duration"] == {
+        "name": "rpc.duration",
+        "description": "",
+        "unit": "ms",
+        "metric_type": "summary",
+        **NULL_TYPES,
+        "summary": {
+            "start_time_unix_nano": 1,
+            "time_unix_nano": 2,
+            "count": 3,
+            "sum": 60.5,
+            "quantile_values": [
+                {"quantile": 0.5, "value": 20.0},
+                {"quantile": 0.99, "value": 30.25},
+            ],
+            "attributes": {"method": "Export"},
+            "flags": 1,
+        },
+        "metadata": {},
+        "resource": {"attributes": {}, "dropped_attributes_count": 0},
+        "resource_schema_url": "",
+        "instrumentation_scope": {
+            "name": "",
+            "version": "",
+            "attributes": {},
+            "dropped_attributes_count": 0,
+        },
+        "metric_schema_url": "",
+    }
+
+
+def test_sdk_logs_land_exactly(collector: CollectorProcess, table_prefix: str) -> None:
+    table = f"{table_prefix}_otel_logs"
+    exporter = OTLPLogExporter(
+        endpoint=collector.url("/api/2.0/otel/v1/logs"),
+        headers={"X-Databricks-UC-Table-Name": table},
+    )
+    provider = LoggerProvider(resource=RESOURCE)
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = provider.get_logger("tests.sdk", "1.2.3")
+    logger.emit(
+        LogRecord(
+            timestamp=1_700_000_000_000_000_001,
+            observed_timestamp=1_700_000_000_000_000_002,
+            trace_id=TRACE_ID,
+            span_id=SPAN_ID,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            severity_text="WARN",
+            severity_number=SeverityNumber.WARN,
+            body="tool denied",
+            attributes={
+                "tool": "Bash",
+                "duration_ms": 2330,
+                "success": True,
+                "cost_usd": 0.00025,
+                "args": ["ls", "-la"],
+            },
+            event_name="claude_code.tool_decision",
+        )
+    )
+    logger.emit(
+        LogRecord(
+            timestamp=1_700_000_000_000_000_003,
+            observed_timestamp=1_700_000_000_000_000_004,
+            severity_number=SeverityNumber.INFO,
+            body={"prompt_length": 12, "nested": {"ok": False}},
+        )
+    )
+    provider.shutdown()
+
+    path = collector.table_path(table)
+    wait_for_rows(path, 2)
+    rows = read_both(path, key=lambda r: r["time_unix_nano"])
+    common = {
+        "dropped_attributes_count": 0,
+        "resource": RESOURCE_ROW,
+        "resource_schema_url": "",
+        "instrumentation_scope": SCOPE_ROW,
+        "log_schema_url": "",
+    }
+    assert rows == [
+        {
+            "event_name": "claude_code.tool_decision",
+            "trace_id": f"{TRACE_ID:032x}",
+            "span_id": f"{SPAN_ID:016x}",
+            "time_unix_nano": 1_700_000_000_000_000_001,
+            "observed_time_unix_nano": 1_700_000_000_000_000_002,
+            "severity_number": "SEVERITY_NUMBER_WARN",
+            "severity_text": "WARN",
+            "body": "tool denied",
+            "attributes": {
+                "tool": "Bash",
+                "duration_ms": "2330",
+                "success": "true",
+                "cost_usd": "0.00025",
+                "args": '["ls","-la"]',
+            },
+            "flags": 1,
+            **common,
+        },
+        {
+            "event_name": None,
+            "trace_id": None,
+            "span_id": None,
+            "time_unix_nano": 1_700_000_000_000_000_003,
+            "observed_time_unix_nano": 1_700_000_000_000_000_004,
+            "severity_number": "SEVERITY_NUMBER_INFO",
+            "severity_text": "",
+            "body": '{"prompt_length":12,"nested":{"ok":false}}',
+            "attributes": {},
+            "flags": 0,
+            **common,
+        },
+    ]

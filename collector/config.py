@@ -1,8 +1,8 @@
 """The collector's configuration: one typed object, from flags, ``COLLECTOR_*`` variables and TOML.
 
 Precedence, highest first: command-line flag, environment variable, config file, default. The
-fields below are the single list of settings: the CLI flags, the variable names, the TOML keys
-and the README's configuration table are all generated from them.
+fields below are the single list of settings: the CLI flags, the variable names and the TOML
+keys are generated from them, and a test holds the README's configuration table to them.
 """
 
 from __future__ import annotations

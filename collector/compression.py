@@ -1,13 +1,13 @@
 """Streaming decompression of request bodies with a cap on the decompressed size.
 
 The cap is enforced while inflating, so a small body that expands without bound (a zip bomb)
-is refused after at most ``limit`` bytes of output, never allocated whole.
+is refused after at most about ``limit`` bytes of output, never allocated whole.
 """
 
 from __future__ import annotations
 
-import io
 import zlib
+from typing import Any
 
 import zstandard
 
@@ -16,7 +16,12 @@ from collector.errors import InvalidArgument, PayloadTooLarge
 __all__ = ["ENCODINGS", "BodyReader"]
 
 ENCODINGS = ("gzip", "deflate", "zstd", "identity")
-_STEP = 1 << 20
+
+# zstd expands at most about 32768:1 (a 128 KiB RLE block from 4 bytes): feeding it slices of
+# room/32768 bytes keeps every call's output within the room left under the cap.
+_ZSTD_MAX_RATIO = 32768
+# Decoders need a window as large as the frame asks for; 8 MiB covers every standard level.
+_ZSTD_MAX_WINDOW = 1 << 23
 
 
 class BodyReader:
@@ -30,10 +35,13 @@ class BodyReader:
             )
         self.encoding = enc
         self.limit = limit
-        self.received = 0  # bytes on the wire
+        # Incompressible data grows a little when compressed; empty gzip members inflate to
+        # nothing. Bound the wire bytes too, with room for that overhead.
+        self.wire_limit = limit if enc == "identity" else limit + limit // 64 + 65536
+        self.received = 0
         self._out = bytearray()
-        self._zlib: zlib._Decompress | None = None
-        self._compressed = bytearray()  # zstd: inflated at the end, through a bounded reader
+        self._decoder: Any = None
+        self._head = b""  # deflate: bytes held until the format can be told (zlib or raw)
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(
@@ -48,54 +56,52 @@ class BodyReader:
 
     def feed(self, chunk: bytes) -> None:
         self.received += len(chunk)
-        if self.received > self.limit:
+        if self.received > self.wire_limit:
             raise self._too_large()
         if self.encoding == "identity":
-            self._out += chunk
-        elif self.encoding == "zstd":
-            self._compressed += chunk
-        else:
+            self._emit(chunk)
+            return
+        try:
             self._inflate(chunk)
+        except (zlib.error, zstandard.ZstdError) as e:
+            raise InvalidArgument(f"cannot decompress the {self.encoding} body: {e}") from None
+
+    def _new_decoder(self, head: bytes) -> Any:
+        if self.encoding == "zstd":
+            return zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW).decompressobj()
+        if self.encoding == "gzip":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        # HTTP "deflate" is the zlib format, but some clients send a raw deflate stream.
+        is_zlib = head[0] & 0x0F == 8 and ((head[0] << 8) | head[1]) % 31 == 0
+        return zlib.decompressobj(zlib.MAX_WBITS if is_zlib else -zlib.MAX_WBITS)
 
     def _inflate(self, data: bytes) -> None:
+        if self.encoding == "deflate" and self._decoder is None:
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return
+            self._head = b""
         while data:
-            if self._zlib is None:
-                self._zlib = zlib.decompressobj(self._wbits(data))
-            d = self._zlib
-            try:
-                out = d.decompress(data, self.limit - len(self._out) + 1)
-            except zlib.error as e:
-                raise InvalidArgument(f"cannot decompress the {self.encoding} body: {e}") from None
+            if self._decoder is None:
+                self._decoder = self._new_decoder(data)
+            d = self._decoder
+            room = self.limit - len(self._out)
+            if self.encoding == "zstd":
+                step = max(1, room // _ZSTD_MAX_RATIO)
+                out = d.decompress(data[:step])
+                rest = data[step:]
+            else:
+                out = d.decompress(data, room + 1)
+                rest = d.unconsumed_tail
             self._emit(out)
             if d.eof:
-                # gzip allows several members back to back; anything after is another member.
-                data = d.unused_data
-                self._zlib = None
-            else:
-                data = d.unconsumed_tail
-
-    def _wbits(self, head: bytes) -> int:
-        if self.encoding == "gzip":
-            return 16 + zlib.MAX_WBITS
-        # HTTP "deflate" is the zlib format, but some clients send a raw deflate stream.
-        is_zlib = len(head) >= 2 and head[0] & 0x0F == 8 and ((head[0] << 8) | head[1]) % 31 == 0
-        return zlib.MAX_WBITS if is_zlib else -zlib.MAX_WBITS
+                # Several gzip members or zstd frames may follow each other.
+                rest = d.unused_data + rest
+                self._decoder = None
+            data = rest
 
     def finish(self) -> bytes:
-        if self.encoding == "zstd":
-            self._unzstd()
-        elif self._zlib is not None and not self._zlib.eof:
+        if self._decoder is not None or self._head:
             raise InvalidArgument(f"the {self.encoding} body is truncated")
         return bytes(self._out)
-
-    def _unzstd(self) -> None:
-        if not self._compressed:
-            return
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            io.BytesIO(self._compressed), read_across_frames=True
-        )
-        try:
-            while chunk := reader.read(_STEP):
-                self._emit(chunk)
-        except zstandard.ZstdError as e:
-            raise InvalidArgument(f"cannot decompress the zstd body: {e}") from None

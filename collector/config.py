@@ -65,9 +65,12 @@ def parse_size(text: str | int) -> int:
 
 def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
+        # TOML gives typed values: a bool is an int to Python, and int(10.7) would truncate.
+        if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+            raise ConfigError(f"must be a whole number, got {value!r}")
         v = kind(value)
-        if v <= 0:
-            raise ConfigError(f"must be positive, got {value!r}")
+        if not v > 0 or v == float("inf"):  # `not v > 0` also refuses NaN
+            raise ConfigError(f"must be a positive finite number, got {value!r}")
         return v
 
     return parse
@@ -156,8 +159,8 @@ class Config:
         """Merge the sources; ``flags`` holds only the flags actually given."""
         values: dict[str, tuple[Any, str]] = {}
         if file is not None:
-            for key, value in _read_toml(Path(file)).items():
-                values[key] = (value, f"{file}: {key}")
+            for name, (key, value) in _read_toml(Path(file)).items():
+                values[name] = (value, f"{file}: {key}")
         for f in cls.settings():
             name = ENV_PREFIX + f.name.upper()
             if env and name in env:
@@ -175,7 +178,8 @@ class Config:
         return cls(**kwargs)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path) -> dict[str, tuple[str, Any]]:
+    """Setting name → (the key as the file spells it, value)."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:
@@ -186,5 +190,5 @@ def _read_toml(path: Path) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name not in known:
             raise ConfigError(f"{path}: unknown setting {key!r}")
-        out[name] = value
+        out[name] = (key, value)
     return out

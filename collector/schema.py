@@ -93,8 +93,11 @@ class SchemaMismatch(Exception):
     """An existing table's schema differs from the DDL; ``str()`` names the first difference."""
 
 
+# A `<placeholder>` is only one when part of a table name (followed by `.` or a name), so that
+# `array<long>` still reads as a type.
 _TOKEN = re.compile(
-    r"\s*(?:(--[^\n]*)|('(?:[^']|'')*')|(<[a-z_]+>)|([A-Za-z_][A-Za-z0-9_.]*)|(.))", re.S
+    r"\s*(?:(--[^\n]*)|('(?:[^']|'')*')|(<[a-z_]+>(?=[._A-Za-z]))|([A-Za-z0-9_][A-Za-z0-9_.]*)|(.))",
+    re.S,
 )
 
 

@@ -443,20 +443,11 @@ def test_ddl_error_is_value_error() -> None:
     assert issubclass(DdlError, ValueError)
 
 
-@pytest.mark.xfail(
-    reason="bug: the tokenizer reads a lowercase `<long>` as a `<placeholder>`, so "
-    "ARRAY<long> / array<bigint> fail though types are otherwise case-insensitive",
-    strict=True,
-)
 def test_parse_ddl_lowercase_array_element() -> None:
     schema = parse_ddl("CREATE TABLE t (a array<long>, b ARRAY<string>)")
     assert schema.columns == (Column("a", Array(LONG)), Column("b", Array(STRING)))
 
 
-@pytest.mark.xfail(
-    reason="bug: an unquoted numeric TBLPROPERTIES value is tokenized one digit at a time",
-    strict=True,
-)
 def test_parse_ddl_numeric_property_value() -> None:
     schema = parse_ddl("CREATE TABLE t (a STRING) TBLPROPERTIES ('delta.minReaderVersion' = 10)")
     assert schema.properties == {"delta.minReaderVersion": "10"}

@@ -375,7 +375,7 @@ def test_sdk_logs_land_exactly(collector: CollectorProcess, table_prefix: str) -
             "observed_time_unix_nano": 1_700_000_000_000_000_004,
             "severity_number": "SEVERITY_NUMBER_INFO",
             "severity_text": "",
-            "body": '{"prompt_length":12,"nested":{"ok":false}}',
+            "body": '{"nested":{"ok":false},"prompt_length":12}',  # keys sorted
             "attributes": {},
             "flags": 0,
             **common,

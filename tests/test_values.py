@@ -210,7 +210,7 @@ def test_any_value_to_str_scalars(value: AnyValue, expected: str) -> None:
                 kv("list", arr(kvl(kv("x", d(0.5))), s("y"))),
                 kv("z", d(1e21)),
             ),
-            '{"outer":{"inner":[true,false]},"list":[{"x":0.5},"y"],"z":1e+21}',
+            '{"list":[{"x":0.5},"y"],"outer":{"inner":[true,false]},"z":1e+21}',  # keys sorted
         ),
         # Duplicate keys inside a kvlist: the last value wins.
         (kvl(kv("a", i(1)), kv("b", i(2)), kv("a", i(3))), '{"a":3,"b":2}'),

@@ -111,10 +111,13 @@ def _json_value(v: AnyValue) -> str:
 
 
 def _json_object(kvs: Iterable[KeyValue]) -> str:
+    # Keys sorted, the last of duplicates kept: what AsString's json.Marshal of a Go map writes.
     merged: dict[str, AnyValue] = {}
     for kv in kvs:
         merged[kv.key] = kv.value
-    return "{" + ",".join(f"{_json_string(k)}:{_json_value(v)}" for k, v in merged.items()) + "}"
+    return (
+        "{" + ",".join(f"{_json_string(k)}:{_json_value(merged[k])}" for k in sorted(merged)) + "}"
+    )
 
 
 def any_value_to_str(v: AnyValue) -> str:

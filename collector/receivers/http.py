@@ -9,7 +9,7 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from collector.codec import decode_request, encode_message, media_type, status_message
+from collector.codec import PROTOBUF, decode_request, encode_message, media_type, status_message
 from collector.compression import BodyReader
 from collector.errors import ExportError
 from collector.pipeline import Pipeline
@@ -43,7 +43,7 @@ class _Handler:
         self.max_request_bytes = max_request_bytes
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        media = "application/x-protobuf"
+        media = PROTOBUF  # the answer to a request whose media type we cannot read
         try:
             media = media_type(request.headers.get("Content-Type"))
             reader = BodyReader(request.headers.get("Content-Encoding"), self.max_request_bytes)

@@ -29,6 +29,7 @@ class FlushPolicy:
     interval: float = 5.0
     rows: int = 100_000
     bytes: int = 64 * 1024 * 1024
+    max_held_bytes: int = 256 * 1024 * 1024  # above it, new requests are pushed back
 
 
 @dataclass
@@ -61,14 +62,21 @@ class Buffers:
         self._tables: dict[TableName, _TableBuffer] = {}
         self._flushes: set[asyncio.Task[None]] = set()
         self._timer: asyncio.Task[None] | None = None
+        # Bytes of Arrow data in memory: buffered, or taken by a flush that has not committed.
+        self.held_bytes = 0
 
     @property
     def buffered_rows(self) -> int:
         return sum(b.rows for b in self._tables.values())
 
     @property
-    def buffered_bytes(self) -> int:
-        return sum(b.bytes for b in self._tables.values())
+    def full(self) -> bool:
+        return self.held_bytes >= self.policy.max_held_bytes
+
+    @property
+    def retry_after(self) -> float:
+        """How long a pushed-back client should wait: about one flush."""
+        return max(1.0, self.policy.interval)
 
     def add(self, table: TableName, batch: pa.RecordBatch) -> None:
         buf = self._tables.get(table)
@@ -79,6 +87,7 @@ class Buffers:
         buf.batches.append(batch)
         buf.rows += batch.num_rows
         buf.bytes += batch.nbytes
+        self.held_bytes += batch.nbytes
         if buf.rows >= self.policy.rows or buf.bytes >= self.policy.bytes:
             self._spawn(table)
 
@@ -124,6 +133,7 @@ class Buffers:
                 )
                 return
             buf.failures = 0
+            self.held_bytes -= sum(b.nbytes for b in batches)
             log.info(
                 "flushed",
                 table=str(table),

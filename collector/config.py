@@ -135,6 +135,12 @@ class Config:
     max_request_bytes: int = _setting(
         64 * MiB, _positive(parse_size), "largest request body, after decompression", "BYTES"
     )
+    max_buffer_bytes: int = _setting(
+        256 * MiB,
+        _positive(parse_size),
+        "above this much buffered data, requests get 503 / UNAVAILABLE with a retry delay",
+        "BYTES",
+    )
     log_format: str = _setting(
         "auto",
         _choice("auto", "json", "console"),

@@ -27,7 +27,9 @@ class Collector:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.sink = DeltaSink(config.warehouse)
-        policy = FlushPolicy(config.flush_interval, config.flush_rows, config.flush_bytes)
+        policy = FlushPolicy(
+            config.flush_interval, config.flush_rows, config.flush_bytes, config.max_buffer_bytes
+        )
         self.buffers = Buffers(self.sink.append, policy)
         self.pipeline = Pipeline(self.sink, self.buffers, config.default_table)
         self._http: web.AppRunner | None = None

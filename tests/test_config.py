@@ -157,6 +157,7 @@ def test_setting_names() -> None:
         "flush_rows",
         "flush_bytes",
         "max_request_bytes",
+        "max_buffer_bytes",
         "log_format",
         "log_level",
     ]

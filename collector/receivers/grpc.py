@@ -6,6 +6,8 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
@@ -34,17 +36,31 @@ class _Export:
             if key == _METADATA_KEY:
                 table = value
         try:
+            self.pipeline.admit()
             result = await self.pipeline.export(self.signal, table, request)
         except ExportError as e:
+            code = _STATUS[e.rpc_code]
             log.info(
                 "request refused",
                 signal=self.signal.name,
-                code=_STATUS[e.rpc_code].name,
+                code=code.name,
                 reason=e.message,
                 peer=context.peer(),
             )
-            await context.abort(_STATUS[e.rpc_code], e.message)
+            await context.abort(code, e.message, _details(e))
         return self.signal.response(result.rejected, result.error)
+
+
+def _details(error: ExportError) -> tuple[tuple[str, bytes], ...]:
+    """``grpc-status-details-bin`` carrying RetryInfo, which OTLP clients read as the delay."""
+    if error.retry_after is None:
+        return ()
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(error.retry_after * 1e9))
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    status = status_pb2.Status(code=error.rpc_code, message=error.message, details=[detail])
+    return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
 def build_server(pipeline: Pipeline, max_request_bytes: int) -> grpc.aio.Server:

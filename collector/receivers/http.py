@@ -46,6 +46,7 @@ class _Handler:
         media = PROTOBUF  # the answer to a request whose media type we cannot read
         try:
             media = media_type(request.headers.get("Content-Type"))
+            self.pipeline.admit()
             reader = BodyReader(request.headers.get("Content-Encoding"), self.max_request_bytes)
             async for chunk in request.content.iter_any():
                 reader.feed(chunk)

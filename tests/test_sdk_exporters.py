@@ -1,14 +1,22 @@
-"""The real OpenTelemetry Python SDK and its OTLP/HTTP exporters, against a running collector."""
+"""The real OpenTelemetry Python SDK and its OTLP exporters (HTTP/protobuf and gRPC, both
+gzip-compressed), against a running collector: every signal lands as exact rows."""
 
 from __future__ import annotations
 
 import urllib.request
+from typing import Any
 
+import grpc
+import pytest
 from opentelemetry import trace
 from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.exporter.otlp.proto.grpc import _log_exporter as grpc_logs
+from opentelemetry.exporter.otlp.proto.grpc import metric_exporter as grpc_metrics
+from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_traces
 from opentelemetry.exporter.otlp.proto.http import Compression
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http import _log_exporter as http_logs
+from opentelemetry.exporter.otlp.proto.http import metric_exporter as http_metrics
+from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_traces
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -20,7 +28,19 @@ from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportResult
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 from tests.conftest import CollectorProcess, wait_for_rows
 from tests.readers import read_both
@@ -38,6 +58,29 @@ SCOPE_ROW = {
     "attributes": {},
     "dropped_attributes_count": 0,
 }
+TRANSPORTS = ["http", "grpc"]
+
+
+def exporter(signal: str, transport: str, collector: CollectorProcess, table: str) -> Any:
+    """The SDK's own OTLP exporter for a signal and transport, gzip on, table in the header."""
+    if transport == "grpc":
+        cls = {"metrics": grpc_metrics.OTLPMetricExporter, "logs": grpc_logs.OTLPLogExporter,
+               "traces": grpc_traces.OTLPSpanExporter}[signal]  # fmt: skip
+        return cls(
+            endpoint=f"127.0.0.1:{collector.grpc_port}",
+            insecure=True,
+            headers=(("x-databricks-uc-table-name", table),),
+            compression=grpc.Compression.Gzip,
+        )
+    cls = {"metrics": http_metrics.OTLPMetricExporter, "logs": http_logs.OTLPLogExporter,
+           "traces": http_traces.OTLPSpanExporter}[signal]  # fmt: skip
+    return cls(
+        endpoint=collector.url(f"/api/2.0/otel/v1/{signal}"),
+        headers={"X-Databricks-UC-Table-Name": table},
+        compression=Compression.Gzip,
+    )
+
+
 NULL_TYPES = {
     "gauge": None,
     "sum": None,
@@ -114,18 +157,15 @@ def _row(name: str, description: str, unit: str, metric_type: str, value: dict) 
     }
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_sdk_metrics_of_every_type_land_exactly(
-    collector: CollectorProcess, table_prefix: str
+    collector: CollectorProcess, table_prefix: str, transport: str
 ) -> None:
     table = f"{table_prefix}_otel_metrics"
     data = _sdk_metrics()
-    exporter = OTLPMetricExporter(
-        endpoint=collector.url("/api/2.0/otel/v1/metrics"),
-        headers={"X-Databricks-UC-Table-Name": table},
-        compression=Compression.Gzip,
-    )
-    assert exporter.export(data) is MetricExportResult.SUCCESS
-    exporter.shutdown()
+    metrics_exporter = exporter("metrics", transport, collector, table)
+    assert metrics_exporter.export(data) is MetricExportResult.SUCCESS
+    metrics_exporter.shutdown()
 
     # The SDK has no summary instrument: send one as a hand-built request on the same table.
     summary = ExportMetricsServiceRequest()
@@ -298,14 +338,15 @@ def test_sdk_metrics_of_every_type_land_exactly(
     }
 
 
-def test_sdk_logs_land_exactly(collector: CollectorProcess, table_prefix: str) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_sdk_logs_land_exactly(
+    collector: CollectorProcess, table_prefix: str, transport: str
+) -> None:
     table = f"{table_prefix}_otel_logs"
-    exporter = OTLPLogExporter(
-        endpoint=collector.url("/api/2.0/otel/v1/logs"),
-        headers={"X-Databricks-UC-Table-Name": table},
-    )
     provider = LoggerProvider(resource=RESOURCE)
-    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    provider.add_log_record_processor(
+        SimpleLogRecordProcessor(exporter("logs", transport, collector, table))
+    )
     logger = provider.get_logger("tests.sdk", "1.2.3")
     logger.emit(
         LogRecord(
@@ -381,3 +422,101 @@ def test_sdk_logs_land_exactly(collector: CollectorProcess, table_prefix: str) -
             **common,
         },
     ]
+
+
+class _FixedIds(IdGenerator):
+    """Known ids, so that the rows can be asserted exactly."""
+
+    def __init__(self) -> None:
+        self._spans = iter([0x1111111111111111, 0x2222222222222222])
+
+    def generate_span_id(self) -> int:
+        return next(self._spans)
+
+    def generate_trace_id(self) -> int:
+        return TRACE_ID
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_sdk_spans_land_exactly(
+    collector: CollectorProcess, table_prefix: str, transport: str
+) -> None:
+    table = f"{table_prefix}_otel_spans"
+    seen = InMemorySpanExporter()
+    provider = TracerProvider(resource=RESOURCE, id_generator=_FixedIds())
+    provider.add_span_processor(
+        SimpleSpanProcessor(exporter("traces", transport, collector, table))
+    )
+    provider.add_span_processor(SimpleSpanProcessor(seen))
+    tracer = provider.get_tracer("tests.sdk", "1.2.3")
+    linked = SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.SAMPLED))
+    with tracer.start_as_current_span(
+        "agent.turn",
+        kind=SpanKind.CLIENT,
+        attributes={"gen_ai.request.model": "opus", "turn": 3},
+        links=[Link(linked, {"reason": "retry"})],
+    ) as parent:
+        parent.add_event("first_token", {"ttft_ms": 412.5}, timestamp=1_700_000_000_000_000_500)
+        with tracer.start_as_current_span("tool.call", attributes={"tool": "Bash"}):
+            pass
+        parent.set_status(Status(StatusCode.ERROR, "upstream 529"))
+    provider.shutdown()
+
+    path = collector.table_path(table)
+    wait_for_rows(path, 2)
+    rows = {r["name"]: r for r in read_both(path, key=lambda r: r["name"])}
+    times = {s.name: (s.start_time, s.end_time) for s in seen.get_finished_spans()}
+    common = {
+        "trace_id": f"{TRACE_ID:032x}",
+        "trace_state": "",
+        "flags": 0x100,  # the Python SDK sends only SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
+        "dropped_attributes_count": 0,
+        "dropped_events_count": 0,
+        "dropped_links_count": 0,
+        "resource": RESOURCE_ROW,
+        "resource_schema_url": "",
+        "instrumentation_scope": SCOPE_ROW,
+        "span_schema_url": "",
+    }
+    assert rows["agent.turn"] == {
+        **common,
+        "span_id": "1111111111111111",
+        "parent_span_id": None,
+        "name": "agent.turn",
+        "kind": "SPAN_KIND_CLIENT",
+        "start_time_unix_nano": times["agent.turn"][0],
+        "end_time_unix_nano": times["agent.turn"][1],
+        "attributes": {"gen_ai.request.model": "opus", "turn": "3"},
+        "events": [
+            {
+                "time_unix_nano": 1_700_000_000_000_000_500,
+                "name": "first_token",
+                "attributes": {"ttft_ms": "412.5"},
+                "dropped_attributes_count": 0,
+            }
+        ],
+        "links": [
+            {
+                "trace_id": f"{0xABC:032x}",
+                "span_id": f"{0xDEF:016x}",
+                "trace_state": "",
+                "attributes": {"reason": "retry"},
+                "dropped_attributes_count": 0,
+                "flags": 0x100,
+            }
+        ],
+        "status": {"message": "upstream 529", "code": "STATUS_CODE_ERROR"},
+    }
+    assert rows["tool.call"] == {
+        **common,
+        "span_id": "2222222222222222",
+        "parent_span_id": "1111111111111111",
+        "name": "tool.call",
+        "kind": "SPAN_KIND_INTERNAL",
+        "start_time_unix_nano": times["tool.call"][0],
+        "end_time_unix_nano": times["tool.call"][1],
+        "attributes": {"tool": "Bash"},
+        "events": [],
+        "links": [],
+        "status": {"message": "", "code": "STATUS_CODE_UNSET"},
+    }

@@ -17,8 +17,9 @@ __all__ = ["ENCODINGS", "BodyReader"]
 
 ENCODINGS = ("gzip", "deflate", "zstd", "identity")
 
+_STEP = 4 << 20
 # zstd expands at most about 32768:1 (a 128 KiB RLE block from 4 bytes): feeding it slices of
-# room/32768 bytes keeps every call's output within the room left under the cap.
+# step/32768 bytes keeps every call's output within one step.
 _ZSTD_MAX_RATIO = 32768
 # Decoders need a window as large as the frame asks for; 8 MiB covers every standard level.
 _ZSTD_MAX_WINDOW = 1 << 23
@@ -82,26 +83,34 @@ class BodyReader:
                 self._head = data
                 return
             self._head = b""
-        while data:
+        while True:
             if self._decoder is None:
+                if not data:
+                    return
                 self._decoder = self._new_decoder(data)
             d = self._decoder
-            room = self.limit - len(self._out)
+            # Output comes in steps of at most _STEP bytes, so that what is held is the body
+            # so far plus one step, never a whole inflated chunk on top of it.
+            step = min(self.limit - len(self._out) + 1, _STEP)
             if self.encoding == "zstd":
-                step = max(1, room // _ZSTD_MAX_RATIO)
-                out = d.decompress(data[:step])
-                rest = data[step:]
+                take = max(1, step // _ZSTD_MAX_RATIO)
+                out = d.decompress(data[:take])
+                data = data[take:]
+                drained = True
             else:
-                out = d.decompress(data, room + 1)
-                rest = d.unconsumed_tail
+                out = d.decompress(data, step)
+                data = d.unconsumed_tail
+                drained = len(out) < step  # a full step may leave output pending inside zlib
             self._emit(out)
             if d.eof:
                 # Several gzip members or zstd frames may follow each other.
-                rest = d.unused_data + rest
+                data = d.unused_data + data
                 self._decoder = None
-            data = rest
+            elif not data and drained:
+                return
 
-    def finish(self) -> bytes:
+    def finish(self) -> bytearray:
+        """The whole decoded body (a bytearray: copying it to bytes would double the peak)."""
         if self._decoder is not None or self._head:
             raise InvalidArgument(f"the {self.encoding} body is truncated")
-        return bytes(self._out)
+        return self._out

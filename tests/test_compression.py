@@ -373,3 +373,26 @@ def test_gzip_bomb_stops_early(gzip_bomb: bytes) -> None:
             reader.feed(chunk)
     assert reader.received <= 8 * 1024
     assert len(reader._out) <= LIMIT
+
+
+def test_ten_gigabyte_gzip_bomb_at_the_default_cap() -> None:
+    # 100 gzip members of 100 MB of zeros each: a 10 GB body that is ~10 MB on the wire,
+    # generated lazily. With the default 64 MiB cap the reader gives up after the first member
+    # or so, holding no more than the cap.
+    member = gzip.compress(b"\0" * 100_000_000, compresslevel=9)
+    cap = 64 * MiB
+    reader = BodyReader("gzip", cap)
+    fed = 0
+    tracemalloc.start()
+    try:
+        with pytest.raises(PayloadTooLarge):
+            for _ in range(100):
+                for chunk in chunks(member, 64 * 1024):
+                    fed += len(chunk)
+                    reader.feed(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert fed <= len(member)  # refused within the first of the hundred members
+    assert len(reader._out) <= cap
+    assert peak < cap + 16 * MiB, f"peak traced memory {peak} bytes"

@@ -16,6 +16,7 @@ __all__ = ["ListValues", "MapValues", "Rows"]
 
 _STRING = pa.string()
 _OFFSETS = pa.int32()
+_INT = pa.int32()
 
 
 class MapValues:
@@ -131,7 +132,14 @@ def _build(col: Any, type: pa.DataType) -> pa.Array:
     if isinstance(col, pa.Array):
         return col
     if isinstance(col, list):
-        return pa.array(col, type)
+        try:
+            return pa.array(col, type)
+        except pa.ArrowInvalid:
+            if type != _INT:
+                raise
+            # An INT column fed from a proto uint32 (flags, dropped_*_count) keeps the bits:
+            # values of 2^31 and up read as negative, as any uint32 in a signed INT would.
+            return pa.array(col, pa.uint32()).view(_INT)
     if isinstance(col, Rows):
         return col.build_struct()
     return col.build()

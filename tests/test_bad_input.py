@@ -7,10 +7,13 @@ import gzip
 import threading
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
+import zstandard
 from deltalake import DeltaTable
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
@@ -195,9 +198,22 @@ def test_unknown_content_encoding_is_400(collector: CollectorProcess, table_pref
     assert_not_written(collector, table)
 
 
-def test_gzip_body_is_accepted(collector: CollectorProcess, table_prefix: str) -> None:
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("zstd", lambda b: zstandard.ZstdCompressor().compress(b)),
+        ("identity", bytes),
+    ],
+)
+def test_compressed_bodies_are_accepted(
+    collector: CollectorProcess, table_prefix: str, encoding: str, compress: Any
+) -> None:
     table = f"{table_prefix}_otel_logs"
-    status, _, _ = post(collector, "/v1/logs", gzip.compress(LOGS), table, Content_Encoding="gzip")
+    status, _, _ = post(
+        collector, "/v1/logs", compress(LOGS), table, Content_Encoding=encoding.upper()
+    )
     assert status == 200
     assert len(wait_for_rows(collector.table_path(table), 8)) == 8
 

@@ -2,14 +2,19 @@
 
 A table is flushed when its oldest buffered row is ``flush_interval`` seconds old, or at once
 when it holds ``flush_rows`` rows or ``flush_bytes`` bytes. One flush per table runs at a time;
-rows that arrive meanwhile wait for the next one.
+rows that arrive meanwhile wait for the next one. A failed flush keeps its rows, ahead of newer
+ones, and is retried with exponential backoff.
+
+Each batch carries the WAL sequence number (LSN) of its record. Batches are added in LSN order
+and a flush takes only those already durable, so that a commit never holds data that a crash
+could take back from the WAL, and the highest LSN of a commit covers everything before it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -17,11 +22,15 @@ import structlog
 
 from collector.tables import TableName
 
-__all__ = ["Buffers", "FlushPolicy"]
+__all__ = ["Buffers", "Entry", "FlushPolicy", "TableState"]
 
 log = structlog.get_logger("collector.buffer")
 
-Append = Callable[[TableName, pa.Table], int]
+Entry = tuple[int, pa.RecordBatch]  # (LSN, batch)
+# Stores a table's entries as one commit; returns the table version, or None if every entry
+# was already stored (a replay after a crash).
+Append = Callable[[TableName, Sequence[Entry]], "int | None"]
+Committed = Callable[[TableName, int], None]
 
 
 @dataclass(frozen=True)
@@ -33,31 +42,59 @@ class FlushPolicy:
 
 
 @dataclass
-class _TableBuffer:
-    schema: pa.Schema
-    batches: list[pa.RecordBatch] = field(default_factory=list)
+class TableState:
+    """What /readyz shows of a table."""
+
     rows: int = 0
     bytes: int = 0
-    since: float = 0.0  # monotonic time of the oldest buffered batch
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     failures: int = 0
+    last_error: str | None = None
+    last_flush: float | None = None  # wall time of the last successful flush
+    version: int | None = None
 
-    def take(self) -> tuple[list[pa.RecordBatch], float]:
-        batches, self.batches = self.batches, []
-        self.rows = self.bytes = 0
-        return batches, self.since
 
-    def put_back(self, batches: list[pa.RecordBatch], since: float) -> None:
-        """Return batches whose flush failed, ahead of any that arrived since."""
-        self.batches[:0] = batches
-        self.rows += sum(b.num_rows for b in batches)
-        self.bytes += sum(b.nbytes for b in batches)
+@dataclass
+class _TableBuffer:
+    entries: list[Entry] = field(default_factory=list)
+    since: float = 0.0  # monotonic time of the oldest buffered entry
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    state: TableState = field(default_factory=TableState)
+
+    def take(self, durable: int) -> tuple[list[Entry], float]:
+        """The durable prefix of the entries (LSN order makes it a prefix)."""
+        n = 0
+        while n < len(self.entries) and self.entries[n][0] <= durable:
+            n += 1
+        taken, self.entries = self.entries[:n], self.entries[n:]
+        since = self.since
+        if self.entries:
+            self.since = time.monotonic()
+        self._count(taken, -1)
+        return taken, since
+
+    def put_back(self, entries: list[Entry], since: float) -> None:
+        """Return entries whose flush failed, ahead of any that arrived since."""
+        self.entries[:0] = entries
         self.since = since
+        self._count(entries, 1)
+
+    def _count(self, entries: list[Entry], sign: int) -> None:
+        self.state.rows += sign * sum(b.num_rows for _, b in entries)
+        self.state.bytes += sign * sum(b.nbytes for _, b in entries)
 
 
 class Buffers:
-    def __init__(self, append: Append, policy: FlushPolicy) -> None:
+    def __init__(
+        self,
+        append: Append,
+        policy: FlushPolicy,
+        *,
+        durable_lsn: Callable[[], int] = lambda: 2**63,
+        committed: Committed = lambda table, lsn: None,
+    ) -> None:
         self._append = append
+        self._durable_lsn = durable_lsn
+        self._committed = committed
         self.policy = policy
         self._tables: dict[TableName, _TableBuffer] = {}
         self._flushes: set[asyncio.Task[None]] = set()
@@ -67,7 +104,7 @@ class Buffers:
 
     @property
     def buffered_rows(self) -> int:
-        return sum(b.rows for b in self._tables.values())
+        return sum(b.state.rows for b in self._tables.values())
 
     @property
     def full(self) -> bool:
@@ -78,17 +115,25 @@ class Buffers:
         """How long a pushed-back client should wait: about one flush."""
         return max(1.0, self.policy.interval)
 
-    def add(self, table: TableName, batch: pa.RecordBatch) -> None:
+    def states(self) -> dict[TableName, TableState]:
+        return {table: buf.state for table, buf in self._tables.items()}
+
+    def add(self, table: TableName, batch: pa.RecordBatch, lsn: int) -> None:
         buf = self._tables.get(table)
         if buf is None:
-            buf = self._tables[table] = _TableBuffer(batch.schema)
-        if not buf.batches:
+            buf = self._tables[table] = _TableBuffer()
+        if not buf.entries:
             buf.since = time.monotonic()
-        buf.batches.append(batch)
-        buf.rows += batch.num_rows
-        buf.bytes += batch.nbytes
+        buf.entries.append((lsn, batch))
+        buf.state.rows += batch.num_rows
+        buf.state.bytes += batch.nbytes
         self.held_bytes += batch.nbytes
-        if buf.rows >= self.policy.rows or buf.bytes >= self.policy.bytes:
+
+    def check(self, table: TableName) -> None:
+        """Flush ``table`` now if it holds ``flush_rows`` rows or ``flush_bytes`` bytes; called
+        once what was added is durable, since a flush takes only durable entries."""
+        state = self._tables[table].state
+        if state.rows >= self.policy.rows or state.bytes >= self.policy.bytes:
             self._spawn(table)
 
     def start(self) -> None:
@@ -100,8 +145,9 @@ class Buffers:
             await asyncio.sleep(period)
             now = time.monotonic()
             for table, buf in self._tables.items():
-                backoff = min(2.0**buf.failures, 60.0) if buf.failures else 0.0
-                if buf.batches and now - buf.since >= self.policy.interval + backoff:
+                failures = buf.state.failures
+                backoff = min(2.0**failures, 60.0) if failures else 0.0
+                if buf.entries and now - buf.since >= self.policy.interval + backoff:
                     self._spawn(table)
 
     def _spawn(self, table: TableName) -> None:
@@ -111,42 +157,71 @@ class Buffers:
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
-    async def flush(self, table: TableName) -> None:
+    def flush_soon(self) -> None:
+        """Start a flush of every table that holds rows (after a WAL replay, say)."""
+        for table, buf in self._tables.items():
+            if buf.entries:
+                self._spawn(table)
+
+    async def flush(self, table: TableName) -> bool:
+        """Flush what the table holds that is durable; False if the commit failed."""
         buf = self._tables[table]
         async with buf.lock:
-            batches, since = buf.take()
-            if not batches:
-                return
-            data = pa.Table.from_batches(batches, schema=buf.schema)
+            entries, since = buf.take(self._durable_lsn())
+            if not entries:
+                return True
+            rows = sum(b.num_rows for _, b in entries)
+            nbytes = sum(b.nbytes for _, b in entries)
             started = time.perf_counter()
             try:
-                version = await asyncio.to_thread(self._append, table, data)
+                version = await asyncio.to_thread(self._append, table, entries)
             except Exception as e:
-                buf.failures += 1
-                buf.put_back(batches, since)
+                buf.put_back(entries, since)
+                buf.state.failures += 1
+                buf.state.last_error = str(e)
                 log.error(
                     "flush failed",
                     table=str(table),
-                    rows=data.num_rows,
+                    rows=rows,
                     error=str(e),
-                    failures=buf.failures,
+                    failures=buf.state.failures,
                 )
-                return
-            buf.failures = 0
-            self.held_bytes -= sum(b.nbytes for b in batches)
+                return False
+            self.held_bytes -= nbytes
+            self._committed(table, entries[-1][0])
+            buf.state.failures = 0
+            buf.state.last_error = None
+            buf.state.last_flush = time.time()
+            buf.state.version = version if version is not None else buf.state.version
             log.info(
-                "flushed",
+                "flushed" if version is not None else "already committed, skipped",
                 table=str(table),
-                rows=data.num_rows,
-                bytes=data.nbytes,
+                rows=rows,
+                bytes=nbytes,
                 version=version,
                 ms=round((time.perf_counter() - started) * 1000, 1),
             )
+            return True
 
-    async def close(self) -> None:
-        """Stop the timer and flush everything that is buffered."""
+    async def close(self, timeout: float) -> bool:
+        """Stop the timer and flush everything, trying until ``timeout``; True if all went."""
         if self._timer is not None:
             self._timer.cancel()
             await asyncio.gather(self._timer, return_exceptions=True)
-        await asyncio.gather(*self._flushes, return_exceptions=True)
-        await asyncio.gather(*(self.flush(t) for t in list(self._tables)))
+        deadline = time.monotonic() + timeout
+
+        async def drain() -> None:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+            delay = 0.1
+            while True:
+                results = await asyncio.gather(*(self.flush(t) for t in list(self._tables)))
+                if all(results):
+                    return
+                await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 5.0)
+
+        try:
+            await asyncio.wait_for(drain(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            return False
+        return True

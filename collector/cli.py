@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             metavar=f.metadata["metavar"],
-            help=f"{f.metadata['help']} (default: {_shown(f.default)})",
+            help=_help(f.metadata["help"], f.default),
         )
     tables = commands.add_parser("tables", help="manage tables").add_subparsers(
         dest="tables_command", required=True
@@ -50,8 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _shown(default: object) -> str:
-    return "off" if default is None else str(default)
+def _help(text: str, default: object) -> str:
+    if "default:" in text:
+        return text
+    return f"{text} (default: {'off' if default is None else default})"
 
 
 def _serve(args: argparse.Namespace) -> int:

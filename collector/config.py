@@ -76,6 +76,22 @@ def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse
 
 
+def _non_negative(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ConfigError(f"must be a number, got {value!r}")
+        v = kind(value)
+        if not 0 <= v < float("inf"):
+            raise ConfigError(f"must be zero or a positive finite number, got {value!r}")
+        return v
+
+    return parse
+
+
+def _optional_path(value: Any) -> Path | None:
+    return None if value is None or str(value) == "" else Path(value)
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         v = str(value).lower()
@@ -141,6 +157,29 @@ class Config:
         "above this much buffered data, requests get 503 / UNAVAILABLE with a retry delay",
         "BYTES",
     )
+    durability: str = _setting(
+        "wal",
+        _choice("wal", "none"),
+        "wal: acknowledge once fsynced to the write-ahead log; none: once buffered (a crash "
+        "loses the buffers)",
+        "MODE",
+    )
+    wal_dir: Path | None = _setting(
+        None, _optional_path, "write-ahead log directory (default: <warehouse>/_wal)", "PATH"
+    )
+    dedup_window: float = _setting(
+        600.0,
+        _non_negative(float),
+        "a request identical to one accepted this many seconds ago is taken as the client's "
+        "retry and not stored again; 0 turns this off",
+        "SECONDS",
+    )
+    shutdown_timeout: float = _setting(
+        30.0,
+        _positive(float),
+        "on SIGTERM, how long to keep trying to flush; what is left stays in the WAL",
+        "SECONDS",
+    )
     log_format: str = _setting(
         "auto",
         _choice("auto", "json", "console"),
@@ -150,6 +189,10 @@ class Config:
     log_level: str = _setting(
         "info", _choice("debug", "info", "warning", "error"), "least severe level logged", "LEVEL"
     )
+
+    @property
+    def wal_directory(self) -> Path:
+        return self.wal_dir if self.wal_dir is not None else self.warehouse / "_wal"
 
     @classmethod
     def settings(cls) -> list[dataclasses.Field[Any]]:

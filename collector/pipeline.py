@@ -18,15 +18,24 @@ from collector.schema import SchemaMismatch
 from collector.signals import Signal
 from collector.sink import DeltaSink
 from collector.tables import TableName, route
+from collector.wal import WriteAheadLog
 
 __all__ = ["Pipeline"]
 
 
 class Pipeline:
-    def __init__(self, sink: DeltaSink, buffers: Buffers, default_table: str) -> None:
+    def __init__(
+        self,
+        sink: DeltaSink,
+        buffers: Buffers,
+        default_table: str,
+        wal: WriteAheadLog | None = None,
+    ) -> None:
         self.sink = sink
         self.buffers = buffers
         self.default_table = default_table
+        self.wal = wal  # None: durability off, acknowledged once buffered
+        self._lsn = 0  # sequence numbers when there is no WAL to give them
 
     def admit(self) -> None:
         """Push back (retryably) while the buffers hold as much as they may; called by the
@@ -47,8 +56,58 @@ class Pipeline:
         if flat.batch.num_rows:
             await self.ready(table, signal)
             self.admit()  # others may have filled the buffers while this request was decoded
-            self.buffers.add(table, flat.batch)
+            await self._store(table, flat.batch)
         return flat
+
+    async def _store(self, table: TableName, batch: pa.RecordBatch) -> None:
+        """Buffer the batch; with a WAL, return only once its record is durable."""
+        if self.wal is None:
+            self._lsn += 1
+            self.buffers.add(table, batch, self._lsn)
+            self.buffers.check(table)
+            return
+        retry = self.buffers.retry_after
+        try:
+            lsn, repeated = self.wal.write(table, batch)
+        except OSError as e:
+            raise Unavailable(f"cannot write the WAL: {e}", retry_after=retry) from None
+        if not repeated:  # a retry of a request already in the log is not stored twice
+            self.buffers.add(table, batch, lsn)
+        try:
+            await self.wal.durable(lsn)
+        except OSError as e:
+            raise Unavailable(f"cannot sync the WAL: {e}", retry_after=retry) from None
+        self.buffers.check(table)
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """Whether requests can be accepted now, and the state behind the answer (/readyz)."""
+        problems = []
+        if self.wal is not None and self.wal.error:
+            problems.append(self.wal.error)
+        if self.buffers.full:
+            problems.append("the buffers are at --max-buffer-bytes")
+        tables = {
+            str(table): {
+                "buffered_rows": state.rows,
+                "buffered_bytes": state.bytes,
+                "last_flush": state.last_flush,
+                "version": state.version,
+                "failures": state.failures,
+                "last_error": state.last_error,
+            }
+            for table, state in sorted(self.buffers.states().items())
+        }
+        failing = sorted(t for t, s in tables.items() if s["failures"])
+        status = "unavailable" if problems else "degraded" if failing else "ok"
+        body: dict[str, object] = {
+            "status": status,
+            "problems": problems + [f"flushes to {t} are failing" for t in failing],
+            "held_bytes": self.buffers.held_bytes,
+            "max_buffer_bytes": self.buffers.policy.max_held_bytes,
+            "durability": "wal" if self.wal is not None else "none",
+            "tables": tables,
+        }
+        return not problems, body
 
     async def ready(self, table: TableName, signal: Signal) -> None:
         """Make sure the table exists with the DDL's schema before accepting rows for it."""

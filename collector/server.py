@@ -15,6 +15,7 @@ from collector.pipeline import Pipeline
 from collector.receivers.grpc import build_server
 from collector.receivers.http import build_app
 from collector.sink import DeltaSink
+from collector.wal import WriteAheadLog
 
 __all__ = ["Collector"]
 
@@ -26,20 +27,49 @@ class Collector:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.sink = DeltaSink(config.warehouse)
+        self.wal = (
+            WriteAheadLog(config.wal_directory, dedup_window=config.dedup_window)
+            if config.durability == "wal"
+            else None
+        )
+        self.sink = DeltaSink(config.warehouse, app_id=self.wal.instance_id if self.wal else None)
         policy = FlushPolicy(
             config.flush_interval, config.flush_rows, config.flush_bytes, config.max_buffer_bytes
         )
-        self.buffers = Buffers(self.sink.append, policy)
-        self.pipeline = Pipeline(self.sink, self.buffers, config.default_table)
+        if self.wal is not None:
+            wal = self.wal
+            self.buffers = Buffers(
+                self.sink.append,
+                policy,
+                durable_lsn=lambda: wal.synced_lsn,
+                committed=wal.committed,
+            )
+        else:
+            self.buffers = Buffers(self.sink.append, policy)
+        self.pipeline = Pipeline(self.sink, self.buffers, config.default_table, self.wal)
         self._http: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
         self.http_address: HostPort | None = None
         self.grpc_address: HostPort | None = None
 
+    def _replay(self) -> int:
+        """Put what the WAL holds back in the buffers; records already in Delta are skipped
+        when flushed (by their table's transaction version)."""
+        if self.wal is None:
+            return 0
+        count = 0
+        for record in self.wal.recover():
+            self.buffers.add(record.table, record.batch, record.lsn)
+            count += 1
+        return count
+
     async def start(self) -> None:
         self.config.warehouse.mkdir(parents=True, exist_ok=True)
+        replayed = self._replay()
+        if replayed:
+            log.info("wal replayed", records=replayed, rows=self.buffers.buffered_rows)
         self.buffers.start()
+        self.buffers.flush_soon()
         if self.config.http is not None:
             self._http = web.AppRunner(
                 build_app(self.pipeline, self.config.max_request_bytes),
@@ -72,8 +102,15 @@ class Collector:
             await self._grpc.stop(grace=5)
         if self._http is not None:
             await self._http.cleanup()
-        await self.buffers.close()
-        log.info("collector stopped", buffered_rows=self.buffers.buffered_rows)
+        flushed = await self.buffers.close(self.config.shutdown_timeout)
+        if self.wal is not None:
+            self.wal.close()
+        log.info(
+            "collector stopped",
+            flushed=flushed,
+            left_in_wal=self.buffers.buffered_rows if self.wal is not None else 0,
+            lost=self.buffers.buffered_rows if self.wal is None else 0,
+        )
 
     async def __aenter__(self) -> Collector:
         await self.start()

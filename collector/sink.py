@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from collector.schema import TableSchema
@@ -21,8 +22,17 @@ __all__ = ["DeltaSink"]
 
 
 class DeltaSink:
-    def __init__(self, warehouse: str | os.PathLike[str]) -> None:
+    """Delta tables under a warehouse directory.
+
+    With an ``app_id``, each append is an application transaction (Delta ``txn`` action) whose
+    version is the highest sequence number of the batches it holds; batches at or below the
+    table's current version for that app id are already stored and are skipped. That is what
+    makes a replay of the write-ahead log after a crash exactly-once.
+    """
+
+    def __init__(self, warehouse: str | os.PathLike[str], app_id: str | None = None) -> None:
         self.warehouse = Path(warehouse).resolve()
+        self.app_id = app_id
         self._tables: dict[TableName, DeltaTable] = {}
         self._lock = threading.Lock()
 
@@ -67,8 +77,25 @@ class DeltaSink:
             self._tables[table] = dt
             return created
 
-    def append(self, table: TableName, data: pa.Table) -> int:
-        """Append ``data`` as one commit; returns the table version it created."""
+    def append(self, table: TableName, entries: Sequence[tuple[int, pa.RecordBatch]]) -> int | None:
+        """Append the batches of ``entries`` (sequence number, batch), in order, as one commit.
+
+        Returns the table version created, or None when every batch was already stored.
+        """
+        if table not in self._tables:
+            signal = table.signal()
+            assert signal is not None, f"{table} is not an OpenTelemetry table"
+            self.ensure(table, signal.schema)
         dt = self._tables[table]
-        write_deltalake(dt, data, mode="append")
+        properties = None
+        if self.app_id is not None:
+            done = dt.transaction_version(self.app_id) or 0
+            entries = [e for e in entries if e[0] > done]
+            if not entries:
+                return None
+            properties = CommitProperties(
+                app_transactions=[Transaction(app_id=self.app_id, version=entries[-1][0])]
+            )
+        data = pa.Table.from_batches([batch for _, batch in entries])
+        write_deltalake(dt, data, mode="append", commit_properties=properties)
         return dt.version()

@@ -42,6 +42,11 @@ class TableName:
                     f"table name {text!r}: {original!r} is not an identifier "
                     "(1 to 255 ASCII letters, digits or underscores)"
                 )
+        if folded[0].startswith("_"):
+            raise InvalidTableName(
+                f"table name {text!r}: catalog names starting with '_' are reserved "
+                "for the collector's own files (its WAL lives in <warehouse>/_wal)"
+            )
         return cls(*folded)
 
     def __str__(self) -> str:

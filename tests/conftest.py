@@ -114,3 +114,19 @@ def wait_for_rows(path: Path, count: int, timeout: float = 30.0) -> list[dict[st
                 return rows
         time.sleep(0.1)
     raise AssertionError(f"{path}: expected {count} rows, found {len(rows)}")
+
+
+def distinct_logs(body: bytes, n: int) -> bytes:
+    """The logs request ``body`` with every record's observed time moved by ``n`` ns.
+
+    The collector takes a request identical to a recent one as the client's retry and stores it
+    once; tests that mean to send the same data several times send these variants instead.
+    """
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    request = ExportLogsServiceRequest.FromString(body)
+    for rl in request.resource_logs:
+        for sl in rl.scope_logs:
+            for record in sl.log_records:
+                record.observed_time_unix_nano += n
+    return request.SerializeToString()

@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 
 from collector.schema import load_schema
-from tests.conftest import CAPTURES, CollectorProcess, wait_for_rows
+from tests.conftest import CAPTURES, CollectorProcess, distinct_logs, wait_for_rows
 from tests.readers import read_both
 
 LOGS = (CAPTURES / "claude-code-2.1.197.logs.pb").read_bytes()
@@ -291,8 +291,8 @@ def test_bad_requests_do_not_disturb_other_clients(
     threads = [threading.Thread(target=bad_client) for _ in range(2)]
     for t in threads:
         t.start()
-    for _ in range(10):
-        assert post(collector, "/v1/logs", LOGS, good)[0] == 200
+    for i in range(10):
+        assert post(collector, "/v1/logs", distinct_logs(LOGS, i), good)[0] == 200
     for t in threads:
         t.join()
     assert set(errors) == {400}

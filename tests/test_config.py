@@ -158,6 +158,10 @@ def test_setting_names() -> None:
         "flush_bytes",
         "max_request_bytes",
         "max_buffer_bytes",
+        "durability",
+        "wal_dir",
+        "dedup_window",
+        "shutdown_timeout",
         "log_format",
         "log_level",
     ]

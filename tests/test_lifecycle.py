@@ -12,7 +12,7 @@ import pytest
 from deltalake import DeltaTable
 
 from collector.schema import Array, Map, Primitive, SqlType, Struct, load_schema
-from tests.conftest import CAPTURES, ROOT, CollectorProcess, wait_for_rows
+from tests.conftest import CAPTURES, ROOT, CollectorProcess, distinct_logs, wait_for_rows
 from tests.readers import read_both, read_duckdb
 
 LOGS = (CAPTURES / "claude-code-2.1.197.logs.pb").read_bytes()
@@ -31,8 +31,8 @@ def _post(collector: CollectorProcess, body: bytes, table: str | None) -> int:
 def test_signal_flushes_buffered_data_before_exit(tmp_path: Path, sig: int) -> None:
     proc = CollectorProcess(tmp_path / "warehouse", "--flush-interval", "3600")
     table = "main.agents.cc_otel_logs"
-    for _ in range(3):
-        assert _post(proc, LOGS, table) == 200
+    for i in range(3):
+        assert _post(proc, distinct_logs(LOGS, i), table) == 200
     # Created on first use, but the rows are still buffered: the interval is an hour.
     assert DeltaTable(str(proc.table_path(table))).version() == 0
     assert proc.stop(sig) == 0
@@ -47,8 +47,8 @@ def test_flush_rows_threshold_flushes_before_the_interval(tmp_path: Path) -> Non
     )
     try:
         table = "main.agents.cc_otel_logs"
-        assert _post(proc, LOGS, table) == 200
-        assert _post(proc, LOGS, table) == 200
+        assert _post(proc, distinct_logs(LOGS, 1), table) == 200
+        assert _post(proc, distinct_logs(LOGS, 2), table) == 200
         assert len(wait_for_rows(proc.table_path(table), 16)) == 16
         assert DeltaTable(str(proc.table_path(table))).version() == 1  # create, then one append
     finally:

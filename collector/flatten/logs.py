@@ -54,7 +54,8 @@ def flatten_logs(request: ExportLogsServiceRequest) -> Flattened:
                 observed(record.observed_time_unix_nano)
                 severity_number(enum_name("severity_number", record.severity_number))
                 severity_text(record.severity_text)
-                body(any_value_to_str(record.body) if record.HasField("body") else None)
+                # An unset body and a body with no value (OTLP/JSON writes `"body": {}`) are NULL.
+                body(any_value_to_str(record.body) if record.body.WhichOneof("value") else None)
                 attributes(attributes_dict(record.attributes))
                 dropped(record.dropped_attributes_count)
                 flags(record.flags)

@@ -68,8 +68,22 @@ class _Handler:
         return web.Response(body=encode_message(response, media), content_type=media)
 
 
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+def _readyz(pipeline: Pipeline) -> web.RequestHandler:
+    async def readyz(request: web.Request) -> web.Response:
+        ready, body = pipeline.health()
+        return web.json_response(body, status=200 if ready else 503)
+
+    return readyz
+
+
 def build_app(pipeline: Pipeline, max_request_bytes: int) -> web.Application:
     app = web.Application()
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz(pipeline))
     for signal in SIGNALS:
         handler = _Handler(pipeline, signal, max_request_bytes)
         for prefix in PATH_PREFIXES:

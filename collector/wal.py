@@ -1,0 +1,297 @@
+"""The write-ahead log: every accepted batch is on disk, fsynced, before its request is answered.
+
+Records are appended to segment files and made durable by one ``fdatasync`` shared by all the
+requests that arrived meanwhile (group commit). Each record carries a log sequence number (LSN)
+and its table; a flush commits a table's records with a Delta transaction whose version is the
+highest LSN it covers, so that after a crash a record whose LSN is not above the table's
+transaction version is known to be in Delta already (see :mod:`collector.sink`).
+
+Each record also carries a digest of its content. A client whose request was written but not
+answered before a crash retries it; the digest tells the retry from new data, so the retry is
+acknowledged without being stored twice. Digests outlive their segments for ``dedup_window``
+seconds, in small ``.digests`` files.
+
+On-disk record: ``u32 length | u32 crc32(body) | body``, body = ``u64 lsn | f64 time |
+16-byte digest | u16 table length | table | Arrow IPC stream of the batch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import struct
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import structlog
+
+from collector.tables import TableName
+
+__all__ = ["WalRecord", "WriteAheadLog"]
+
+log = structlog.get_logger("collector.wal")
+
+_FRAME = struct.Struct("<II")
+_HEAD = struct.Struct("<Qd16sH")
+_DIGEST = struct.Struct("<16sd")
+
+
+@dataclass(frozen=True)
+class WalRecord:
+    lsn: int
+    time: float
+    digest: bytes
+    table: TableName
+    batch: pa.RecordBatch
+
+
+@dataclass
+class _Segment:
+    path: Path
+    first_lsn: int
+    size: int = 0
+    tables: dict[TableName, int] = field(default_factory=dict)  # table → highest LSN in it
+    digests: list[tuple[bytes, float]] = field(default_factory=list)
+
+
+def _ipc(batch: pa.RecordBatch) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WriteAheadLog:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 64 * 1024 * 1024,
+        dedup_window: float = 600.0,
+    ) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.dedup_window = dedup_window
+        directory.mkdir(parents=True, exist_ok=True)
+        self.instance_id = self._instance_id()
+        self._segments: list[_Segment] = []
+        self._committed: dict[TableName, int] = {}
+        self._seen: dict[bytes, tuple[float, int]] = {}  # digest → (time, lsn)
+        self._next_lsn = 1
+        self._written_lsn = 0
+        self.synced_lsn = 0
+        self._fd = -1
+        self._retired: list[int] = []
+        self._sync: asyncio.Task[None] | None = None
+        self.error: str | None = None  # the last write or sync failure, for /readyz
+
+    def _instance_id(self) -> str:
+        """A stable identity for this log: the Delta transaction app id of its commits."""
+        path = self.directory / "instance-id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            ident = f"otlp-delta-collector-{uuid.uuid4()}"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(ident + "\n")
+            os.replace(tmp, path)
+            _fsync_dir(self.directory)
+            return ident
+
+    # --- recovery ----------------------------------------------------------------------------
+
+    def recover(self) -> Iterator[WalRecord]:
+        """Yield every record on disk, oldest first, then open a new segment for writing.
+
+        A torn record at the end of a segment (a crash mid-write) ends that segment: it was
+        never acknowledged. Must be consumed fully before :meth:`write` is called.
+        """
+        self._load_digest_files()
+        for path in sorted(self.directory.glob("*.wal")):
+            segment = _Segment(path, int(path.stem))
+            self._segments.append(segment)
+            for record, end in self._read(path):
+                self._note(segment, record.lsn, record.table, record.digest, record.time, end)
+                self._next_lsn = max(self._next_lsn, record.lsn + 1)
+                yield record
+            if path.stat().st_size != segment.size:
+                log.warning("wal: dropping a torn record", segment=path.name, at=segment.size)
+                os.truncate(path, segment.size)
+        self._written_lsn = self.synced_lsn = self._next_lsn - 1
+        self._open_segment()
+
+    def _read(self, path: Path) -> Iterator[tuple[WalRecord, int]]:
+        data = path.read_bytes()
+        pos = 0
+        while pos + _FRAME.size <= len(data):
+            length, crc = _FRAME.unpack_from(data, pos)
+            body = data[pos + _FRAME.size : pos + _FRAME.size + length]
+            if len(body) != length or zlib.crc32(body) != crc:
+                return
+            lsn, at, digest, table_len = _HEAD.unpack_from(body)
+            offset = _HEAD.size
+            table = TableName.parse(body[offset : offset + table_len].decode())
+            offset += table_len
+            batch = pa.ipc.open_stream(pa.py_buffer(body[offset:])).read_next_batch()
+            pos += _FRAME.size + length
+            yield WalRecord(lsn, at, digest, table, batch), pos
+
+    def _load_digest_files(self) -> None:
+        horizon = time.time() - self.dedup_window
+        for path in self.directory.glob("*.digests"):
+            data = path.read_bytes()
+            newest = 0.0
+            for digest, at in _DIGEST.iter_unpack(data[: len(data) // _DIGEST.size * _DIGEST.size]):
+                newest = max(newest, at)
+                if at >= horizon:
+                    self._seen[digest] = (at, 0)
+            if newest < horizon:
+                path.unlink(missing_ok=True)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def _open_segment(self) -> None:
+        path = self.directory / f"{self._next_lsn:020d}.wal"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        _fsync_dir(self.directory)  # the new file's name must survive a crash with its data
+        if self._fd >= 0:
+            self._retired.append(self._fd)
+        self._fd = fd
+        self._segments.append(_Segment(path, self._next_lsn, size=os.fstat(fd).st_size))
+
+    def _note(
+        self, segment: _Segment, lsn: int, table: TableName, digest: bytes, at: float, end: int
+    ) -> None:
+        segment.tables[table] = lsn
+        segment.digests.append((digest, at))
+        segment.size = end
+        self._seen[digest] = (at, lsn)
+
+    @staticmethod
+    def digest(table: TableName, payload: pa.Buffer) -> bytes:
+        h = hashlib.blake2b(str(table).encode(), digest_size=16)
+        h.update(payload)
+        return h.digest()
+
+    def write(self, table: TableName, batch: pa.RecordBatch) -> tuple[int, bool]:
+        """Append a record (not yet durable: await :meth:`durable`). Returns its LSN, and
+        whether it is a retry of a record already in the log, in which case nothing is written
+        and the LSN is the original's (0 if that one is committed and gone)."""
+        payload = _ipc(batch)
+        digest = self.digest(table, payload)
+        prior = self._seen.get(digest) if self.dedup_window else None
+        if prior is not None:
+            return prior[1], True
+        now = time.time()
+        lsn = self._next_lsn
+        name = str(table).encode()
+        body = b"".join((_HEAD.pack(lsn, now, digest, len(name)), name, payload.to_pybytes()))
+        frame = _FRAME.pack(len(body), zlib.crc32(body)) + body
+        try:
+            written = os.write(self._fd, frame)
+            while written < len(frame):
+                written += os.write(self._fd, frame[written:])
+        except OSError as e:
+            self.error = f"cannot write the WAL: {e}"
+            # Cut a partial record off, so that what follows is readable.
+            segment = self._segments[-1]
+            os.ftruncate(self._fd, segment.size)
+            raise
+        self._next_lsn += 1
+        self._written_lsn = lsn
+        segment = self._segments[-1]
+        self._note(segment, lsn, table, digest, now, segment.size + len(frame))
+        if segment.size >= self.segment_bytes:
+            self._open_segment()
+        return lsn, False
+
+    async def durable(self, lsn: int) -> None:
+        """Return once every record up to ``lsn`` is on disk (one fdatasync for many waiters)."""
+        while self.synced_lsn < lsn:
+            if self._sync is None:
+                self._sync = asyncio.create_task(self._sync_once())
+            await asyncio.shield(self._sync)
+
+    async def _sync_once(self) -> None:
+        target = self._written_lsn
+        fds, retired = [self._fd, *self._retired], self._retired
+        self._retired = []
+        try:
+            await asyncio.to_thread(_fdatasync_all, fds)
+        except OSError as e:
+            self.error = f"cannot sync the WAL: {e}"
+            self._retired = retired + self._retired
+            raise
+        finally:
+            self._sync = None
+        for fd in retired:
+            os.close(fd)
+        self.synced_lsn = max(self.synced_lsn, target)
+        self.error = None
+
+    # --- after commits -----------------------------------------------------------------------
+
+    def committed(self, table: TableName, lsn: int) -> None:
+        """``table``'s records up to ``lsn`` are in Delta: drop the segments nobody needs."""
+        if lsn > self._committed.get(table, 0):
+            self._committed[table] = lsn
+        active = self._segments[-1]
+        if active.tables and self._covered(active) and active.size:
+            self._open_segment()  # so that the committed data can go now, not at 64 MiB
+        for segment in self._segments[:-1]:
+            if self._covered(segment):
+                self._drop(segment)
+
+    def _covered(self, segment: _Segment) -> bool:
+        return all(self._committed.get(t, 0) >= lsn for t, lsn in segment.tables.items())
+
+    def _drop(self, segment: _Segment) -> None:
+        horizon = time.time() - self.dedup_window
+        recent = [(d, at) for d, at in segment.digests if at >= horizon]
+        if recent:
+            # The retry of a committed request may still come: remember its digest for a while.
+            tmp = segment.path.with_suffix(".digests.tmp")
+            tmp.write_bytes(b"".join(_DIGEST.pack(d, at) for d, at in recent))
+            os.replace(tmp, segment.path.with_suffix(".digests"))
+        segment.path.unlink(missing_ok=True)
+        self._segments.remove(segment)
+        for digest, at in segment.digests:
+            if at < horizon:
+                self._seen.pop(digest, None)
+            else:
+                self._seen[digest] = (at, 0)
+
+    def pending_segments(self) -> int:
+        return len(self._segments)
+
+    def close(self) -> None:
+        for fd in [self._fd, *self._retired]:
+            if fd >= 0:
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+        self._fd = -1
+        self._retired = []
+        active = self._segments[-1] if self._segments else None
+        if active is not None and not active.tables:
+            active.path.unlink(missing_ok=True)  # nothing was written to it
+
+
+def _fdatasync_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.fdatasync(fd)

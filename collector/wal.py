@@ -122,8 +122,11 @@ class WriteAheadLog:
         """
         self._load_digest_files()
         for path in sorted(self.directory.glob("*.wal")):
+            # A segment is named after the first LSN it was opened for. The newest one is never
+            # deleted, even empty, so that LSNs stay above every version committed to Delta
+            # across restarts: a reused LSN would be taken for one already stored.
             segment = _Segment(path, int(path.stem))
-            self._segments.append(segment)
+            self._next_lsn = max(self._next_lsn, segment.first_lsn)
             for record, end in self._read(path):
                 self._note(segment, record.lsn, record.table, record.digest, record.time, end)
                 self._next_lsn = max(self._next_lsn, record.lsn + 1)
@@ -131,6 +134,10 @@ class WriteAheadLog:
             if path.stat().st_size != segment.size:
                 log.warning("wal: dropping a torn record", segment=path.name, at=segment.size)
                 os.truncate(path, segment.size)
+            if segment.tables:
+                self._segments.append(segment)
+            else:
+                path.unlink()  # empty: the segment opened below takes its place
         self._written_lsn = self.synced_lsn = self._next_lsn - 1
         self._open_segment()
 
@@ -287,9 +294,6 @@ class WriteAheadLog:
                     os.close(fd)
         self._fd = -1
         self._retired = []
-        active = self._segments[-1] if self._segments else None
-        if active is not None and not active.tables:
-            active.path.unlink(missing_ok=True)  # nothing was written to it
 
 
 def _fdatasync_all(fds: list[int]) -> None:

@@ -30,11 +30,17 @@ def free_port() -> int:
 class CollectorProcess:
     """``python -m collector serve`` in a subprocess, on free ports and its own warehouse."""
 
-    def __init__(self, warehouse: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        warehouse: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        ports: tuple[int, int] | None = None,
+    ) -> None:
         self.warehouse = warehouse
-        self.http_port = free_port()
-        self.grpc_port = free_port()
+        self.http_port, self.grpc_port = ports or (free_port(), free_port())
         self.log_path = warehouse.parent / f"collector-{self.http_port}.log"
+        self._starts = self.logs().count('"collector started"') if self.log_path.exists() else 0
         args = [
             sys.executable,
             "-m",
@@ -52,7 +58,7 @@ class CollectorProcess:
         ]
         if "--flush-interval" not in extra:
             args += ["--flush-interval", "0.2"]
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "ab")  # a restart appends to the same log
         self.proc = subprocess.Popen(
             args,
             cwd=ROOT,
@@ -67,7 +73,7 @@ class CollectorProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"collector exited {self.proc.returncode}:\n{self.logs()}")
-            if "collector started" in self.logs():
+            if self.logs().count('"collector started"') > self._starts:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"collector did not start:\n{self.logs()}")

@@ -146,7 +146,10 @@ class Buffers:
             now = time.monotonic()
             for table, buf in self._tables.items():
                 failures = buf.state.failures
-                backoff = min(2.0**failures, 60.0) if failures else 0.0
+                # After a failed flush, wait 1, 2, 4… more intervals (at most 30 s) to retry.
+                backoff = (
+                    min(self.policy.interval * 2.0 ** (failures - 1), 30.0) if failures else 0.0
+                )
                 if buf.entries and now - buf.since >= self.policy.interval + backoff:
                     self._spawn(table)
 

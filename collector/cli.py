@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from collector.auth import TokensError, add_token
 from collector.config import ENV_PREFIX, Config, ConfigError
 from collector.log import configure_logging
 from collector.schema import SchemaMismatch
@@ -33,12 +34,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings")
     for f in Config.settings():
-        serve.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            metavar=f.metadata["metavar"],
-            help=_help(f.metadata["help"], f.default),
-        )
+        flag = "--" + f.name.replace("_", "-")
+        if f.metadata["metavar"] == "BOOL":
+            serve.add_argument(flag, dest=f.name, action="store_const", const=True,
+                               help=f.metadata["help"])  # fmt: skip
+        else:
+            serve.add_argument(
+                flag,
+                dest=f.name,
+                metavar=f.metadata["metavar"],
+                help=_help(f.metadata["help"], f.default),
+            )
     tables = commands.add_parser("tables", help="manage tables").add_subparsers(
         dest="tables_command", required=True
     )
@@ -47,6 +53,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.add_argument("prefix", metavar="CATALOG.SCHEMA.PREFIX")
     create.add_argument("--warehouse", type=Path, default=None, metavar="PATH")
+    tokens = commands.add_parser("tokens", help="manage access tokens").add_subparsers(
+        dest="tokens_command", required=True
+    )
+    add = tokens.add_parser(
+        "add", help="create a token, print it once, and store only its hash in the tokens file"
+    )
+    add.add_argument("name", metavar="NAME")
+    add.add_argument(
+        "--grant",
+        action="append",
+        default=[],
+        metavar="PATTERN[:SIGNALS]",
+        help="tables it may write, e.g. 'main.agents.*' or 'main.agents.*:logs,metrics' "
+        "(repeatable)",
+    )
+    add.add_argument(
+        "--tokens-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"TOML or JSON (default: ${ENV_PREFIX}TOKENS_FILE, else tokens.toml)",
+    )
     return parser
 
 
@@ -60,8 +88,24 @@ def _serve(args: argparse.Namespace) -> int:
     flags = {f.name: getattr(args, f.name) for f in Config.settings()}
     config_file = args.config or os.environ.get(ENV_PREFIX + "CONFIG")
     config = Config.load(flags, os.environ, config_file)
+    config.check()
     configure_logging(config.log_format, config.log_level)
     asyncio.run(Collector(config).serve_until_signalled())
+    return 0
+
+
+def _tokens_add(args: argparse.Namespace) -> int:
+    path = args.tokens_file or Path(os.environ.get(ENV_PREFIX + "TOKENS_FILE", "tokens.toml"))
+    if not args.grant:
+        print("error: give at least one --grant", file=sys.stderr)
+        return 2
+    token = add_token(path, args.name, args.grant)
+    print(token)
+    print(
+        f"token {args.name!r} added to {path} (only its hash is stored: keep the token now, "
+        "it cannot be shown again)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -81,8 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "tokens":
+            return _tokens_add(args)
         return _tables_create(args)
-    except (ConfigError, InvalidTableName, SchemaMismatch) as e:
+    except (ConfigError, InvalidTableName, SchemaMismatch, TokensError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

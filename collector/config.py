@@ -8,6 +8,7 @@ keys are generated from them, and a test holds the README's configuration table 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -86,6 +87,17 @@ def _non_negative(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return v
 
     return parse
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"must be true or false, got {value!r}")
 
 
 def _optional_path(value: Any) -> Path | None:
@@ -180,6 +192,45 @@ class Config:
         "on SIGTERM, how long to keep trying to flush; what is left stays in the WAL",
         "SECONDS",
     )
+    tokens_file: Path | None = _setting(
+        None,
+        _optional_path,
+        "TOML or JSON file of token hashes and grants; without it, writes are unauthenticated "
+        "and only loopback listeners are allowed",
+        "FILE",
+    )
+    allow_unauthenticated: bool = _setting(
+        False, _boolean, "listen beyond loopback without a tokens file (not recommended)", "BOOL"
+    )
+    tls_cert: Path | None = _setting(
+        None, _optional_path, "PEM certificate (chain) for HTTPS and gRPC TLS", "FILE"
+    )
+    tls_key: Path | None = _setting(None, _optional_path, "PEM private key for --tls-cert", "FILE")
+    max_attributes: int = _setting(
+        128,
+        _positive(int),
+        "attributes kept per record (and resource, scope, event, link); the rest are dropped "
+        "and counted in dropped_attributes_count",
+        "N",
+    )
+    max_value_bytes: int = _setting(
+        64 * 1024,
+        _positive(parse_size),
+        "longest string value kept whole; longer ones are cut and marked '…[truncated]'",
+        "BYTES",
+    )
+    max_records: int = _setting(
+        100_000, _positive(int), "most records (data points, logs, spans) in one request", "N"
+    )
+    max_concurrent_requests: int = _setting(
+        256, _positive(int), "requests handled at once; more get 503 / UNAVAILABLE", "N"
+    )
+    read_timeout: float = _setting(
+        30.0, _positive(float), "seconds a client may take to send its request body", "SECONDS"
+    )
+    max_header_bytes: int = _setting(
+        16 * 1024, _positive(parse_size), "longest HTTP request line or header field", "BYTES"
+    )
     log_format: str = _setting(
         "auto",
         _choice("auto", "json", "console"),
@@ -189,6 +240,22 @@ class Config:
     log_level: str = _setting(
         "info", _choice("debug", "info", "warning", "error"), "least severe level logged", "LEVEL"
     )
+
+    def check(self) -> None:
+        """Refuse settings that would run insecurely or cannot work together."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+        exposed = [
+            str(a) for a in (self.http, self.grpc) if a is not None and not _is_loopback(a.host)
+        ]
+        if exposed and self.tokens_file is None and not self.allow_unauthenticated:
+            raise ConfigError(
+                f"refusing to listen on {', '.join(exposed)} without authentication: anyone who "
+                "can reach it could write to your tables. Create tokens with "
+                "`python -m collector tokens add NAME --grant 'CATALOG.SCHEMA.*' --tokens-file "
+                "tokens.toml` and pass --tokens-file tokens.toml, or listen on 127.0.0.1, or "
+                "pass --allow-unauthenticated if a proxy in front authenticates"
+            )
 
     @property
     def wal_directory(self) -> Path:
@@ -225,6 +292,15 @@ class Config:
             except (ConfigError, ValueError, TypeError) as e:
                 raise ConfigError(f"{source}: {e}") from None
         return cls(**kwargs)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _read_toml(path: Path) -> dict[str, tuple[str, Any]]:

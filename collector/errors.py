@@ -12,6 +12,9 @@ __all__ = [
     "ExportError",
     "InvalidArgument",
     "PayloadTooLarge",
+    "PermissionDenied",
+    "RequestTimeout",
+    "Unauthenticated",
     "Unavailable",
     "UnsupportedMediaType",
 ]
@@ -52,3 +55,24 @@ class Unavailable(ExportError):
 
     http_status = 503
     rpc_code = code_pb2.UNAVAILABLE
+
+
+class Unauthenticated(ExportError):
+    """No credentials, or unknown ones."""
+
+    http_status = 401
+    rpc_code = code_pb2.UNAUTHENTICATED
+
+
+class PermissionDenied(ExportError):
+    """Known credentials that do not grant writing this table."""
+
+    http_status = 403
+    rpc_code = code_pb2.PERMISSION_DENIED
+
+
+class RequestTimeout(ExportError):
+    """The client sent its body too slowly."""
+
+    http_status = 408
+    rpc_code = code_pb2.DEADLINE_EXCEEDED

@@ -1,20 +1,27 @@
-"""One export request's path: route → flatten → (table ready?) → buffer.
+"""One export request's path: admit → authenticate → route → authorize → flatten → (table
+ready?) → WAL → buffer.
 
-Receivers call :meth:`Pipeline.export` with a decoded OTLP request; it either accepts the whole
-request (minus records counted as rejected) or raises an :class:`ExportError` having stored nothing.
+Receivers hold :meth:`Pipeline.admission` while they handle a request, authenticate its
+credentials, then call :meth:`Pipeline.export` with the decoded OTLP request; it either accepts
+the whole request (minus records counted as rejected) or raises an :class:`ExportError` having
+stored nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pyarrow as pa
 from google.protobuf.message import Message
 
+from collector.auth import ANONYMOUS, Authenticator, Principal
 from collector.buffer import Buffers
 from collector.errors import InvalidArgument, Unavailable
-from collector.flatten import Flattened
+from collector.flatten import DEFAULT_LIMITS, Flattened, Limits
 from collector.schema import SchemaMismatch
+from collector.selfmetrics import SelfMetrics
 from collector.signals import Signal
 from collector.sink import DeltaSink
 from collector.tables import TableName, route
@@ -30,12 +37,39 @@ class Pipeline:
         buffers: Buffers,
         default_table: str,
         wal: WriteAheadLog | None = None,
+        *,
+        auth: Authenticator | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        max_records: int = 100_000,
+        max_concurrent: int = 256,
     ) -> None:
         self.sink = sink
         self.buffers = buffers
         self.default_table = default_table
         self.wal = wal  # None: durability off, acknowledged once buffered
+        self.auth = auth or Authenticator(None)
+        self.limits = limits
+        self.max_records = max_records
+        self.max_concurrent = max_concurrent
+        self.metrics = SelfMetrics()
         self._lsn = 0  # sequence numbers when there is no WAL to give them
+        self._in_flight = 0
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold a place among the requests in progress; refused (retryably) when there are
+        already --max-concurrent-requests or the buffers are full."""
+        if self._in_flight >= self.max_concurrent:
+            raise Unavailable("too many requests in progress; retry shortly", retry_after=1)
+        self.admit()
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        return self.auth.authenticate(authorization)
 
     def admit(self) -> None:
         """Push back (retryably) while the buffers hold as much as they may; called by the
@@ -46,10 +80,23 @@ class Pipeline:
                 retry_after=self.buffers.retry_after,
             )
 
-    async def export(self, signal: Signal, table_header: str | None, request: Message) -> Flattened:
+    async def export(
+        self,
+        signal: Signal,
+        table_header: str | None,
+        request: Message,
+        principal: Principal = ANONYMOUS,
+    ) -> Flattened:
         table = route(table_header, signal, self.default_table)
+        principal.authorize(table, signal)
+        records = signal.count(request)
+        if records > self.max_records:
+            raise InvalidArgument(
+                f"the request holds {records} records, more than the limit of {self.max_records}"
+                ": send smaller batches"
+            )
         try:
-            flat = signal.flatten(request)
+            flat = signal.flatten(request, self.limits)
         except (pa.ArrowInvalid, OverflowError) as e:
             # e.g. a uint64 timestamp past the LONG range: the request cannot be stored as sent.
             raise InvalidArgument(f"a value does not fit its column: {e}") from None
@@ -57,6 +104,11 @@ class Pipeline:
             await self.ready(table, signal)
             self.admit()  # others may have filled the buffers while this request was decoded
             await self._store(table, flat.batch)
+        m = self.metrics
+        m.inc("otlp_delta_rows_accepted_total", flat.batch.num_rows, signal=signal.name)
+        m.inc("otlp_delta_records_rejected_total", flat.rejected, signal=signal.name)
+        m.inc("otlp_delta_values_truncated_total", flat.truncated_values)
+        m.inc("otlp_delta_attributes_dropped_total", flat.dropped_attributes)
         return flat
 
     async def _store(self, table: TableName, batch: pa.RecordBatch) -> None:
@@ -71,7 +123,9 @@ class Pipeline:
             lsn, repeated = self.wal.write(table, batch)
         except OSError as e:
             raise Unavailable(f"cannot write the WAL: {e}", retry_after=retry) from None
-        if not repeated:  # a retry of a request already in the log is not stored twice
+        if repeated:  # a retry of a request already in the log is not stored twice
+            self.metrics.inc("otlp_delta_retries_deduplicated_total")
+        else:
             self.buffers.add(table, batch, lsn)
         try:
             await self.wal.durable(lsn)
@@ -108,6 +162,21 @@ class Pipeline:
             "tables": tables,
         }
         return not problems, body
+
+    def render_metrics(self) -> str:
+        return self.metrics.render(
+            {
+                "otlp_delta_buffered_bytes": (
+                    "Arrow bytes held in buffers and flushes in progress.",
+                    self.buffers.held_bytes,
+                ),
+                "otlp_delta_buffered_rows": (
+                    "Rows waiting to be flushed.",
+                    self.buffers.buffered_rows,
+                ),
+                "otlp_delta_requests_in_progress": ("Requests being handled.", self._in_flight),
+            }
+        )
 
     async def ready(self, table: TableName, signal: Signal) -> None:
         """Make sure the table exists with the DDL's schema before accepting rows for it."""

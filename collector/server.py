@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import signal as signals
+import ssl
 
 import grpc
 import structlog
 from aiohttp import web
 
+from collector.auth import Authenticator
 from collector.buffer import Buffers, FlushPolicy
 from collector.config import Config, HostPort
+from collector.flatten import Limits
 from collector.pipeline import Pipeline
 from collector.receivers.grpc import build_server
 from collector.receivers.http import build_app
@@ -46,7 +49,16 @@ class Collector:
             )
         else:
             self.buffers = Buffers(self.sink.append, policy)
-        self.pipeline = Pipeline(self.sink, self.buffers, config.default_table, self.wal)
+        self.pipeline = Pipeline(
+            self.sink,
+            self.buffers,
+            config.default_table,
+            self.wal,
+            auth=Authenticator(config.tokens_file),
+            limits=Limits(config.max_attributes, config.max_value_bytes),
+            max_records=config.max_records,
+            max_concurrent=config.max_concurrent_requests,
+        )
         self._http: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
         self.http_address: HostPort | None = None
@@ -72,29 +84,59 @@ class Collector:
         self.buffers.flush_soon()
         if self.config.http is not None:
             self._http = web.AppRunner(
-                build_app(self.pipeline, self.config.max_request_bytes),
+                build_app(self.pipeline, self.config.max_request_bytes, self.config.read_timeout),
                 access_log=None,
                 handle_signals=False,
+                max_line_size=self.config.max_header_bytes,
+                max_field_size=self.config.max_header_bytes,
                 # Bodies are decompressed by our own reader, which caps the inflated size.
                 auto_decompress=False,
             )
             await self._http.setup()
-            site = web.TCPSite(self._http, self.config.http.host, self.config.http.port)
+            site = web.TCPSite(
+                self._http,
+                self.config.http.host,
+                self.config.http.port,
+                ssl_context=self._ssl_context(),
+            )
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             self.http_address = HostPort(self.config.http.host, port)
         if self.config.grpc is not None:
             self._grpc = build_server(self.pipeline, self.config.max_request_bytes)
-            port = self._grpc.add_insecure_port(str(self.config.grpc))
+            if self.config.tls_cert is not None and self.config.tls_key is not None:
+                credentials = grpc.ssl_server_credentials(
+                    [(self.config.tls_key.read_bytes(), self.config.tls_cert.read_bytes())]
+                )
+                port = self._grpc.add_secure_port(str(self.config.grpc), credentials)
+            else:
+                port = self._grpc.add_insecure_port(str(self.config.grpc))
             await self._grpc.start()
             self.grpc_address = HostPort(self.config.grpc.host, port)
+        if self.config.allow_unauthenticated and not self.pipeline.auth.enabled:
+            log.warning(
+                "AUTHENTICATION IS OFF: anyone who can reach the listeners can write to any "
+                "table (--allow-unauthenticated)",
+                http=str(self.http_address),
+                grpc=str(self.grpc_address),
+            )
         log.info(
             "collector started",
             http=str(self.http_address) if self.http_address else "off",
             grpc=str(self.grpc_address) if self.grpc_address else "off",
             warehouse=str(self.sink.warehouse),
             default_table=self.config.default_table,
+            auth="tokens" if self.pipeline.auth.enabled else "none (loopback only)",
+            tls=self.config.tls_cert is not None,
+            durability=self.config.durability,
         )
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.config.tls_cert is None or self.config.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return context
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish, flush every buffer."""

@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from collector.flatten import Flattened, flatten_logs, flatten_metrics, flatten_spans
+from collector.flatten import Flattened, Limits, flatten_logs, flatten_metrics, flatten_spans
 from collector.schema import TableSchema, load_schema
 
 __all__ = ["LOGS", "METRICS", "SIGNALS", "SPANS", "Signal"]
@@ -24,7 +24,8 @@ class Signal:
     request_type: type[Message]
     response_type: type[Message]
     rejected_field: str  # the partial_success counter of the response
-    flatten: Callable[[Any], Flattened]
+    flatten: Callable[[Any, Limits], Flattened]
+    count: Callable[[Any], int]  # records in a request, counted without looking at them
 
     @property
     def schema(self) -> TableSchema:
@@ -49,6 +50,12 @@ METRICS = Signal(
     metrics_service_pb2.ExportMetricsServiceResponse,
     "rejected_data_points",
     flatten_metrics,
+    lambda r: sum(
+        len(getattr(m, m.WhichOneof("data")).data_points) if m.WhichOneof("data") else 0
+        for rm in r.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    ),
 )
 LOGS = Signal(
     "logs",
@@ -57,6 +64,7 @@ LOGS = Signal(
     logs_service_pb2.ExportLogsServiceResponse,
     "rejected_log_records",
     flatten_logs,
+    lambda r: sum(len(sl.log_records) for rl in r.resource_logs for sl in rl.scope_logs),
 )
 SPANS = Signal(
     "traces",
@@ -65,5 +73,6 @@ SPANS = Signal(
     trace_service_pb2.ExportTraceServiceResponse,
     "rejected_spans",
     flatten_spans,
+    lambda r: sum(len(ss.spans) for rs in r.resource_spans for ss in rs.scope_spans),
 )
 SIGNALS: tuple[Signal, ...] = (METRICS, LOGS, SPANS)

@@ -14,9 +14,12 @@ from hypothesis import strategies as st
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 from collector.flatten.values import (
+    DEFAULT_LIMITS,
+    TRUNCATED,
+    Converter,
     InvalidRecord,
+    Limits,
     any_value_to_str,
-    attributes_dict,
     enum_name,
     format_double,
     hex_id,
@@ -285,7 +288,7 @@ def test_any_value_json_round_trips(value: object) -> None:
     assert json.loads(any_value_to_str(to_any(wrapped))) == wrapped
 
 
-# --- attributes_dict -------------------------------------------------------------------------
+# --- Converter (attribute lists) -------------------------------------------------------------------------
 
 
 def test_attributes_dict() -> None:
@@ -298,7 +301,7 @@ def test_attributes_dict() -> None:
         kv("blob", raw(b"hi")),
         kv("empty"),
     ]
-    assert attributes_dict(kvs) == {
+    assert Converter(DEFAULT_LIMITS).map(kvs) == {
         "duration_ms": "2330",
         "success": "true",
         "cost_usd": "0.00025",
@@ -311,11 +314,11 @@ def test_attributes_dict() -> None:
 
 def test_attributes_dict_duplicate_keys_last_wins() -> None:
     kvs = [kv("a", s("first")), kv("b", i(1)), kv("a", s("second")), kv("a", b(False))]
-    assert attributes_dict(kvs) == {"a": "false", "b": "1"}
+    assert Converter(DEFAULT_LIMITS).map(kvs) == {"a": "false", "b": "1"}
 
 
 def test_attributes_dict_empty() -> None:
-    assert attributes_dict([]) == {}
+    assert Converter(DEFAULT_LIMITS).map([]) == {}
 
 
 # --- hex_id ----------------------------------------------------------------------------------
@@ -385,3 +388,25 @@ def test_hex_id_wrong_length(raw_id: bytes, length: int, what: str, message: str
 )
 def test_enum_name(enum: str, number: int, expected: str) -> None:
     assert enum_name(enum, number) == expected
+
+
+def test_converter_cuts_long_values_and_counts_them() -> None:
+    convert = Converter(Limits(max_attributes=128, max_value_bytes=20))
+    kvs = [
+        KeyValue(key="short", value=AnyValue(string_value="x" * 20)),
+        KeyValue(key="long", value=AnyValue(string_value="é" * 30)),  # 60 bytes in UTF-8
+    ]
+    attributes, dropped = convert.attributes(kvs)
+    assert attributes["short"] == "x" * 20
+    # 20 bytes at most, the marker included, never cutting a character in half.
+    assert attributes["long"] == "é" * 3 + TRUNCATED  # 6 bytes + the 14-byte marker
+    assert len(attributes["long"].encode()) <= 20
+    assert (dropped, convert.truncated, convert.dropped) == (0, 1, 0)
+
+
+def test_converter_drops_attributes_beyond_the_limit_and_counts_them() -> None:
+    convert = Converter(Limits(max_attributes=2, max_value_bytes=1024))
+    kvs = [KeyValue(key=f"k{i}", value=AnyValue(int_value=i)) for i in range(5)]
+    attributes, dropped = convert.attributes(kvs)
+    assert attributes == {"k0": "0", "k1": "1"}
+    assert (dropped, convert.dropped) == (3, 3)

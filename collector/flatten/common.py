@@ -9,7 +9,7 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from collector.flatten.columns import Rows
-from collector.flatten.values import attributes_dict
+from collector.flatten.values import Converter
 
 __all__ = ["Flattened", "Origins", "Rejections"]
 
@@ -21,6 +21,8 @@ class Flattened:
     batch: pa.RecordBatch
     rejected: int = 0
     error: str | None = None  # the first problem, in English, when rejected > 0
+    truncated_values: int = 0  # strings cut to Limits.max_value_bytes
+    dropped_attributes: int = 0  # attributes beyond Limits.max_attributes
 
 
 class Rejections:
@@ -45,8 +47,9 @@ class Origins:
     per-row cost is an index, and the struct columns are made with a single ``take``.
     """
 
-    def __init__(self, schema: pa.Schema, scope_url_column: str) -> None:
+    def __init__(self, schema: pa.Schema, scope_url_column: str, convert: Converter) -> None:
         self._schema = schema
+        self._convert = convert
         self._scope_url_column = scope_url_column
         self._resources = Rows(schema.field("resource").type)
         self._scopes = Rows(schema.field("instrumentation_scope").type)
@@ -56,8 +59,11 @@ class Origins:
         self._scope_index: list[int] = []
 
     def add_resource(self, resource: Resource, schema_url: str) -> int:
-        self._resources["attributes"].append(attributes_dict(resource.attributes))
-        self._resources["dropped_attributes_count"].append(resource.dropped_attributes_count)
+        attributes, dropped = self._convert.attributes(resource.attributes)
+        self._resources["attributes"].append(attributes)
+        self._resources["dropped_attributes_count"].append(
+            resource.dropped_attributes_count + dropped
+        )
         self._resource_urls.append(schema_url)
         return len(self._resource_urls) - 1
 
@@ -65,8 +71,9 @@ class Origins:
         s = self._scopes
         s["name"].append(scope.name)
         s["version"].append(scope.version)
-        s["attributes"].append(attributes_dict(scope.attributes))
-        s["dropped_attributes_count"].append(scope.dropped_attributes_count)
+        attributes, dropped = self._convert.attributes(scope.attributes)
+        s["attributes"].append(attributes)
+        s["dropped_attributes_count"].append(scope.dropped_attributes_count + dropped)
         self._scope_urls.append(schema_url)
         return len(self._scope_urls) - 1
 
@@ -83,3 +90,8 @@ class Origins:
         rows.set("resource_schema_url", pa.array(self._resource_urls, string).take(r))
         rows.set("instrumentation_scope", self._scopes.build_struct().take(s))
         rows.set(self._scope_url_column, pa.array(self._scope_urls, string).take(s))
+
+
+def finish(rows: Rows, origins: Origins, rej: Rejections, convert: Converter) -> Flattened:
+    origins.fill(rows)
+    return Flattened(rows.build_batch(), rej.count, rej.first, convert.truncated, convert.dropped)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from collector.flatten.columns import Rows
-from collector.flatten.common import Flattened, Origins, Rejections
+from collector.flatten.common import Flattened, Origins, Rejections, finish
 from collector.flatten.values import (
+    DEFAULT_LIMITS,
+    Converter,
     InvalidRecord,
-    any_value_to_str,
-    attributes_dict,
+    Limits,
     enum_name,
     hex_id,
 )
@@ -18,10 +19,11 @@ from collector.schema import load_schema
 __all__ = ["flatten_logs"]
 
 
-def flatten_logs(request: ExportLogsServiceRequest) -> Flattened:
+def flatten_logs(request: ExportLogsServiceRequest, limits: Limits = DEFAULT_LIMITS) -> Flattened:
     schema = load_schema("otel_logs").arrow
     rows = Rows(schema)
-    origins = Origins(schema, "log_schema_url")
+    convert = Converter(limits)
+    origins = Origins(schema, "log_schema_url", convert)
     rej = Rejections()
     event_name = rows["event_name"].append
     trace_id = rows["trace_id"].append
@@ -55,12 +57,12 @@ def flatten_logs(request: ExportLogsServiceRequest) -> Flattened:
                 severity_number(enum_name("severity_number", record.severity_number))
                 severity_text(record.severity_text)
                 # An unset body and a body with no value (OTLP/JSON writes `"body": {}`) are NULL.
-                body(any_value_to_str(record.body) if record.body.WhichOneof("value") else None)
-                attributes(attributes_dict(record.attributes))
-                dropped(record.dropped_attributes_count)
+                body(convert.body(record.body) if record.body.WhichOneof("value") else None)
+                attrs, extra = convert.attributes(record.attributes)
+                attributes(attrs)
+                dropped(record.dropped_attributes_count + extra)
                 flags(record.flags)
                 n += 1
             origins.repeat(r_i, s_i, n)
 
-    origins.fill(rows)
-    return Flattened(rows.build_batch(), rej.count, rej.first)
+    return finish(rows, origins, rej, convert)

@@ -13,8 +13,15 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Exemplar
 
 from collector.flatten.columns import ListValues, Rows
-from collector.flatten.common import Flattened, Origins, Rejections
-from collector.flatten.values import InvalidRecord, attributes_dict, enum_name, hex_id
+from collector.flatten.common import Flattened, Origins, Rejections, finish
+from collector.flatten.values import (
+    DEFAULT_LIMITS,
+    Converter,
+    InvalidRecord,
+    Limits,
+    enum_name,
+    hex_id,
+)
 from collector.schema import load_schema
 
 __all__ = ["flatten_metrics"]
@@ -24,7 +31,7 @@ _TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 _METRIC_COLUMNS = ("name", "description", "unit", "metric_type", "metadata")
 
 
-def _exemplar_rows(exemplars: Iterable[Exemplar]) -> list[tuple[Any, ...]]:
+def _exemplar_rows(exemplars: Iterable[Exemplar], convert: Converter) -> list[tuple[Any, ...]]:
     """Validate and convert a point's exemplars before anything of the point is appended."""
     out = []
     for e in exemplars:
@@ -38,7 +45,7 @@ def _exemplar_rows(exemplars: Iterable[Exemplar]) -> list[tuple[Any, ...]]:
                 value,
                 hex_id(e.span_id, 8, "exemplar span_id"),
                 hex_id(e.trace_id, 16, "exemplar trace_id"),
-                attributes_dict(e.filtered_attributes),
+                convert.map(e.filtered_attributes),
             )
         )
     return out
@@ -47,8 +54,9 @@ def _exemplar_rows(exemplars: Iterable[Exemplar]) -> list[tuple[Any, ...]]:
 class _PointRows:
     """The struct rows of one metric type, with the fields every data point type shares."""
 
-    def __init__(self, type: pa.StructType) -> None:
+    def __init__(self, type: pa.StructType, convert: Converter) -> None:
         self.rows = Rows(type)
+        self.convert = convert
         names = {f.name for f in type}
         self.start = self.rows["start_time_unix_nano"].append
         self.time = self.rows["time_unix_nano"].append
@@ -59,7 +67,7 @@ class _PointRows:
     def common(self, dp: Any, exemplars: list[tuple[Any, ...]] | None) -> None:
         self.start(dp.start_time_unix_nano)
         self.time(dp.time_unix_nano)
-        self.attributes(attributes_dict(dp.attributes))
+        self.attributes(self.convert.map(dp.attributes))
         self.flags(dp.flags)
         if self.exemplars is not None and exemplars is not None:
             items = self.exemplars.items
@@ -88,7 +96,7 @@ def _add_number_points(out: _PointRows, data: Any, kind: str, rej: Rejections, n
             rej.add(f"metric {name!r}", "number data point has no value")
             continue
         try:
-            exemplars = _exemplar_rows(dp.exemplars)
+            exemplars = _exemplar_rows(dp.exemplars, out.convert)
         except InvalidRecord as e:
             rej.add(f"metric {name!r}", e)
             continue
@@ -108,7 +116,7 @@ def _add_histogram_points(out: _PointRows, data: Any, rej: Rejections, name: str
     n = 0
     for dp in data.data_points:
         try:
-            exemplars = _exemplar_rows(dp.exemplars)
+            exemplars = _exemplar_rows(dp.exemplars, out.convert)
         except InvalidRecord as e:
             rej.add(f"metric {name!r}", e)
             continue
@@ -131,7 +139,7 @@ def _add_exponential_points(out: _PointRows, data: Any, rej: Rejections, name: s
     n = 0
     for dp in data.data_points:
         try:
-            exemplars = _exemplar_rows(dp.exemplars)
+            exemplars = _exemplar_rows(dp.exemplars, out.convert)
         except InvalidRecord as e:
             rej.add(f"metric {name!r}", e)
             continue
@@ -167,12 +175,15 @@ def _add_summary_points(out: _PointRows, data: Any) -> int:
     return len(data.data_points)
 
 
-def flatten_metrics(request: ExportMetricsServiceRequest) -> Flattened:
+def flatten_metrics(
+    request: ExportMetricsServiceRequest, limits: Limits = DEFAULT_LIMITS
+) -> Flattened:
     schema = load_schema("otel_metrics").arrow
     rows = Rows(schema)
-    origins = Origins(schema, "metric_schema_url")
+    convert = Converter(limits)
+    origins = Origins(schema, "metric_schema_url", convert)
     rej = Rejections()
-    per_type = {t: _PointRows(schema.field(t).type) for t in _TYPES}
+    per_type = {t: _PointRows(schema.field(t).type, convert) for t in _TYPES}
     per_metric = Rows(pa.schema([schema.field(c) for c in _METRIC_COLUMNS]))
     metric_index: list[int] = []
     kinds: list[int] = []  # per row: index into _TYPES
@@ -204,7 +215,7 @@ def flatten_metrics(request: ExportMetricsServiceRequest) -> Flattened:
                 per_metric["description"].append(metric.description)
                 per_metric["unit"].append(metric.unit)
                 per_metric["metric_type"].append(kind)
-                per_metric["metadata"].append(attributes_dict(metric.metadata))
+                per_metric["metadata"].append(convert.map(metric.metadata))
                 metric_index.extend([m_i] * n)
                 kinds.extend([_TYPES.index(kind)] * n)
                 positions.extend(range(first, first + n))
@@ -220,5 +231,4 @@ def flatten_metrics(request: ExportMetricsServiceRequest) -> Flattened:
         # five struct columns is set on each row.
         index = pc.if_else(pc.equal(kind_array, t_i), position_array, None)
         rows.set(t, per_type[t].rows.build_struct().take(index))
-    origins.fill(rows)
-    return Flattened(rows.build_batch(), rej.count, rej.first)
+    return finish(rows, origins, rej, convert)

@@ -8,32 +8,45 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from collector.flatten.columns import Rows
-from collector.flatten.common import Flattened, Origins, Rejections
-from collector.flatten.values import InvalidRecord, attributes_dict, enum_name, hex_id
+from collector.flatten.common import Flattened, Origins, Rejections, finish
+from collector.flatten.values import (
+    DEFAULT_LIMITS,
+    Converter,
+    InvalidRecord,
+    Limits,
+    enum_name,
+    hex_id,
+)
 from collector.schema import load_schema
 
 __all__ = ["flatten_spans"]
 
 
-def _links(span: Span) -> list[tuple[Any, ...]]:
+def _links(span: Span, convert: Converter) -> list[tuple[Any, ...]]:
     """Validate and convert a span's links before anything of the span is appended."""
-    return [
-        (
-            hex_id(link.trace_id, 16, "link trace_id"),
-            hex_id(link.span_id, 8, "link span_id"),
-            link.trace_state,
-            attributes_dict(link.attributes),
-            link.dropped_attributes_count,
-            link.flags,
+    out = []
+    for link in span.links:
+        trace = hex_id(link.trace_id, 16, "link trace_id")
+        span_id = hex_id(link.span_id, 8, "link span_id")
+        attributes, extra = convert.attributes(link.attributes)
+        out.append(
+            (
+                trace,
+                span_id,
+                link.trace_state,
+                attributes,
+                link.dropped_attributes_count + extra,
+                link.flags,
+            )
         )
-        for link in span.links
-    ]
+    return out
 
 
-def flatten_spans(request: ExportTraceServiceRequest) -> Flattened:
+def flatten_spans(request: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMITS) -> Flattened:
     schema = load_schema("otel_spans").arrow
     rows = Rows(schema)
-    origins = Origins(schema, "span_schema_url")
+    convert = Converter(limits)
+    origins = Origins(schema, "span_schema_url", convert)
     rej = Rejections()
     events = rows["events"]
     links = rows["links"]
@@ -49,7 +62,7 @@ def flatten_spans(request: ExportTraceServiceRequest) -> Flattened:
                     trace = hex_id(span.trace_id, 16, "trace_id")
                     span_id = hex_id(span.span_id, 8, "span_id")
                     parent = hex_id(span.parent_span_id, 8, "parent_span_id")
-                    span_links = _links(span)
+                    span_links = _links(span, convert)
                 except InvalidRecord as e:
                     rej.add("span", e)
                     continue
@@ -62,13 +75,17 @@ def flatten_spans(request: ExportTraceServiceRequest) -> Flattened:
                 rows["kind"].append(enum_name("span_kind", span.kind))
                 rows["start_time_unix_nano"].append(span.start_time_unix_nano)
                 rows["end_time_unix_nano"].append(span.end_time_unix_nano)
-                rows["attributes"].append(attributes_dict(span.attributes))
-                rows["dropped_attributes_count"].append(span.dropped_attributes_count)
+                attributes, extra = convert.attributes(span.attributes)
+                rows["attributes"].append(attributes)
+                rows["dropped_attributes_count"].append(span.dropped_attributes_count + extra)
                 for event in span.events:
                     events.items["time_unix_nano"].append(event.time_unix_nano)
                     events.items["name"].append(event.name)
-                    events.items["attributes"].append(attributes_dict(event.attributes))
-                    events.items["dropped_attributes_count"].append(event.dropped_attributes_count)
+                    attributes, extra = convert.attributes(event.attributes)
+                    events.items["attributes"].append(attributes)
+                    events.items["dropped_attributes_count"].append(
+                        event.dropped_attributes_count + extra
+                    )
                 events.end_row(len(span.events))
                 rows["dropped_events_count"].append(span.dropped_events_count)
                 for values in span_links:
@@ -81,8 +98,7 @@ def flatten_spans(request: ExportTraceServiceRequest) -> Flattened:
                 n += 1
             origins.repeat(r_i, s_i, n)
 
-    origins.fill(rows)
-    return Flattened(rows.build_batch(), rej.count, rej.first)
+    return finish(rows, origins, rej, convert)
 
 
 _LINK_FIELDS = (

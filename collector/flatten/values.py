@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -17,9 +18,12 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 __all__ = [
+    "DEFAULT_LIMITS",
+    "TRUNCATED",
+    "Converter",
     "InvalidRecord",
+    "Limits",
     "any_value_to_str",
-    "attributes_dict",
     "enum_name",
     "format_double",
     "hex_id",
@@ -140,9 +144,58 @@ def any_value_to_str(v: AnyValue) -> str:
     return ""
 
 
-def attributes_dict(kvs: Iterable[KeyValue]) -> dict[str, str]:
-    """A KeyValue list as a map; on duplicate keys the last one wins."""
-    return {kv.key: any_value_to_str(kv.value) for kv in kvs}
+TRUNCATED = "…[truncated]"
+_TRUNCATED_BYTES = len(TRUNCATED.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one record may hold; beyond it values are cut and attributes dropped, and counted."""
+
+    max_attributes: int = 128
+    max_value_bytes: int = 64 * 1024
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class Converter:
+    """KeyValue lists and bodies → strings under :class:`Limits`, counting what was cut."""
+
+    __slots__ = ("_quick", "dropped", "max_attributes", "max_value_bytes", "truncated")
+
+    def __init__(self, limits: Limits) -> None:
+        self.max_attributes = limits.max_attributes
+        self.max_value_bytes = limits.max_value_bytes
+        self._quick = limits.max_value_bytes // 4  # no string this short is too long in UTF-8
+        self.truncated = 0
+        self.dropped = 0
+
+    def clip(self, s: str) -> str:
+        if len(s) <= self._quick:
+            return s
+        raw = s.encode("utf-8")
+        if len(raw) <= self.max_value_bytes:
+            return s
+        self.truncated += 1
+        keep = max(self.max_value_bytes - _TRUNCATED_BYTES, 0)
+        return raw[:keep].decode("utf-8", "ignore") + TRUNCATED
+
+    def attributes(self, kvs: Sequence[KeyValue]) -> tuple[dict[str, str], int]:
+        """The list as a map (last duplicate wins), and how many attributes the limit dropped."""
+        extra = len(kvs) - self.max_attributes
+        if extra > 0:
+            kvs = kvs[: self.max_attributes]
+            self.dropped += extra
+        clip = self.clip
+        return {clip(kv.key): clip(any_value_to_str(kv.value)) for kv in kvs}, max(extra, 0)
+
+    def map(self, kvs: Sequence[KeyValue]) -> dict[str, str]:
+        """For maps that have no dropped-attributes count beside them."""
+        return self.attributes(kvs)[0]
+
+    def body(self, v: AnyValue) -> str:
+        return self.clip(any_value_to_str(v))
 
 
 def hex_id(raw: bytes, length: int, what: str) -> str | None:

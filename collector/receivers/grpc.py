@@ -31,15 +31,21 @@ class _Export:
         self.signal = signal
 
     async def Export(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        table = None
+        table = authorization = None
         for key, value in context.invocation_metadata() or ():
             if key == _METADATA_KEY:
                 table = value
+            elif key == "authorization":
+                authorization = value
         try:
-            self.pipeline.admit()
-            result = await self.pipeline.export(self.signal, table, request)
+            with self.pipeline.admission():
+                principal = self.pipeline.authenticate(authorization)
+                result = await self.pipeline.export(self.signal, table, request, principal)
         except ExportError as e:
             code = _STATUS[e.rpc_code]
+            self.pipeline.metrics.inc(
+                "otlp_delta_requests_total", signal=self.signal.name, outcome=code.name
+            )
             log.info(
                 "request refused",
                 signal=self.signal.name,
@@ -48,6 +54,9 @@ class _Export:
                 peer=context.peer(),
             )
             await context.abort(code, e.message, _details(e))
+        self.pipeline.metrics.inc(
+            "otlp_delta_requests_total", signal=self.signal.name, outcome="OK"
+        )
         return self.signal.response(result.rejected, result.error)
 
 

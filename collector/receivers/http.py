@@ -6,12 +6,14 @@ header, and turning the pipeline's result or error into the answer the OTLP spec
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from aiohttp import web
 
 from collector.codec import PROTOBUF, decode_request, encode_message, media_type, status_message
 from collector.compression import BodyReader
-from collector.errors import ExportError
+from collector.errors import ExportError, RequestTimeout, Unauthenticated
 from collector.pipeline import Pipeline
 from collector.signals import SIGNALS, Signal
 from collector.tables import TABLE_HEADER
@@ -37,25 +39,42 @@ def _error(error: ExportError, media: str) -> web.Response:
 
 
 class _Handler:
-    def __init__(self, pipeline: Pipeline, signal: Signal, max_request_bytes: int) -> None:
+    def __init__(
+        self, pipeline: Pipeline, signal: Signal, max_request_bytes: int, read_timeout: float
+    ) -> None:
         self.pipeline = pipeline
         self.signal = signal
         self.max_request_bytes = max_request_bytes
+        self.read_timeout = read_timeout
+
+    async def _body(self, request: web.Request) -> bytearray:
+        reader = BodyReader(request.headers.get("Content-Encoding"), self.max_request_bytes)
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                async for chunk in request.content.iter_any():
+                    reader.feed(chunk)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body was not received within {self.read_timeout:g} s"
+            ) from None
+        return reader.finish()
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         media = PROTOBUF  # the answer to a request whose media type we cannot read
         try:
             media = media_type(request.headers.get("Content-Type"))
-            self.pipeline.admit()
-            reader = BodyReader(request.headers.get("Content-Encoding"), self.max_request_bytes)
-            async for chunk in request.content.iter_any():
-                reader.feed(chunk)
-            body = reader.finish()
-            message = decode_request(self.signal, body, media)
-            result = await self.pipeline.export(
-                self.signal, request.headers.get(TABLE_HEADER), message
-            )
+            with self.pipeline.admission():
+                principal = self.pipeline.authenticate(request.headers.get("Authorization"))
+                body = await self._body(request)
+                message = decode_request(self.signal, body, media)
+                result = await self.pipeline.export(
+                    self.signal, request.headers.get(TABLE_HEADER), message, principal
+                )
         except ExportError as e:
+            self.pipeline.metrics.inc(
+                "otlp_delta_requests_total", signal=self.signal.name, outcome=str(e.http_status)
+            )
+            # The reason is ours, never the client's headers or payload (tokens, prompts).
             log.info(
                 "request refused",
                 path=request.path,
@@ -63,7 +82,13 @@ class _Handler:
                 reason=e.message,
                 peer=request.remote,
             )
-            return _error(e, media)
+            response = _error(e, media)
+            if isinstance(e, Unauthenticated):
+                response.headers["WWW-Authenticate"] = 'Bearer realm="otlp"'
+            return response
+        self.pipeline.metrics.inc(
+            "otlp_delta_requests_total", signal=self.signal.name, outcome="200"
+        )
         response = self.signal.response(result.rejected, result.error)
         return web.Response(body=encode_message(response, media), content_type=media)
 
@@ -80,12 +105,22 @@ def _readyz(pipeline: Pipeline) -> web.RequestHandler:
     return readyz
 
 
-def build_app(pipeline: Pipeline, max_request_bytes: int) -> web.Application:
+def _metrics(pipeline: Pipeline) -> web.RequestHandler:
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=pipeline.render_metrics(), content_type="text/plain")
+
+    return metrics
+
+
+def build_app(
+    pipeline: Pipeline, max_request_bytes: int, read_timeout: float = 30.0
+) -> web.Application:
     app = web.Application()
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz(pipeline))
+    app.router.add_get("/metrics", _metrics(pipeline))
     for signal in SIGNALS:
-        handler = _Handler(pipeline, signal, max_request_bytes)
+        handler = _Handler(pipeline, signal, max_request_bytes, read_timeout)
         for prefix in PATH_PREFIXES:
             path = f"{prefix}/v1/{signal.name}"
             # aiohttp answers any other method on the path with 405 and `Allow: POST`.

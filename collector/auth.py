@@ -1,0 +1,175 @@
+"""Who may write where: bearer tokens (stored hashed) and their table grants.
+
+A tokens file (TOML or JSON) lists each token's SHA-256, a name, and grants. A grant is a
+``catalog.schema.table`` pattern where ``*`` stands for a whole segment (``main.agents.*``),
+optionally limited to signals: ``main.agents.*:logs,metrics``. Tokens are random (``tokens add``
+makes 32 bytes), so a plain SHA-256 is as good as a slow hash and keeps checking cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from collector.errors import PermissionDenied, Unauthenticated
+from collector.signals import SIGNALS, Signal
+from collector.tables import TableName
+
+__all__ = ["ANONYMOUS", "Authenticator", "Grant", "Principal", "TokensError", "add_token"]
+
+_SIGNAL_NAMES = {s.name: s for s in SIGNALS} | {"spans": SIGNALS[2]}
+_SEGMENT = re.compile(r"\*|[a-z0-9_]{1,255}")
+
+
+class TokensError(ValueError):
+    """The tokens file or a grant cannot be read."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    parts: tuple[str, str, str]  # each an identifier or "*"
+    signals: frozenset[str] | None = None  # None: every signal
+
+    @classmethod
+    def parse(cls, text: str) -> Grant:
+        pattern, _, signals = text.strip().partition(":")
+        parts = tuple(p.strip().lower() for p in pattern.split("."))
+        if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts):
+            raise TokensError(
+                f"grant {text!r}: expected catalog.schema.table, each an identifier or *"
+            )
+        names = None
+        if signals:
+            names = frozenset(s.strip().lower() for s in signals.split(","))
+            unknown = names - set(_SIGNAL_NAMES)
+            if unknown:
+                raise TokensError(f"grant {text!r}: unknown signal(s) {', '.join(sorted(unknown))}")
+            names = frozenset(_SIGNAL_NAMES[n].name for n in names)
+        return cls(parts, names)  # type: ignore[arg-type]
+
+    def allows(self, table: TableName, signal: Signal) -> bool:
+        if self.signals is not None and signal.name not in self.signals:
+            return False
+        return all(p == "*" or p == t for p, t in zip(self.parts, table.parts(), strict=True))
+
+    def __str__(self) -> str:
+        text = ".".join(self.parts)
+        return f"{text}:{','.join(sorted(self.signals))}" if self.signals else text
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    grants: tuple[Grant, ...]
+
+    def authorize(self, table: TableName, signal: Signal) -> None:
+        if not any(g.allows(table, signal) for g in self.grants):
+            raise PermissionDenied(
+                f"token {self.name!r} may not write {signal.name} to table {table}"
+            )
+
+
+ANONYMOUS = Principal("anonymous", (Grant(("*", "*", "*")),))
+
+
+@dataclass(frozen=True)
+class _Entry:
+    digest: bytes
+    principal: Principal
+
+
+def _hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def _load(path: Path) -> list[_Entry]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise TokensError(f"cannot read tokens file {path}: {e}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise TokensError(f"tokens file {path}: {e}") from None
+    entries = []
+    names = set()
+    for i, item in enumerate(data.get("token", data.get("tokens", []))):
+        where = f"tokens file {path}, token {i + 1}"
+        try:
+            name = str(item["name"])
+            digest = bytes.fromhex(item["sha256"])
+            grants = tuple(Grant.parse(g) for g in item.get("grants", []))
+        except (KeyError, TypeError, ValueError) as e:
+            raise TokensError(f"{where}: {e}") from None
+        if len(digest) != 32:
+            raise TokensError(f"{where}: sha256 must be 64 hex digits")
+        if name in names:
+            raise TokensError(f"{where}: the name {name!r} is used twice")
+        names.add(name)
+        entries.append(_Entry(digest, Principal(name, grants)))
+    return entries
+
+
+class Authenticator:
+    """Maps an ``Authorization`` value to the principal it proves, or refuses it."""
+
+    def __init__(self, tokens_file: Path | None) -> None:
+        self.tokens_file = tokens_file
+        self._entries = _load(tokens_file) if tokens_file is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._entries is not None
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        if self._entries is None:
+            return ANONYMOUS
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
+        digest = _hash(token.strip())
+        found = None
+        # Compare with every entry, without stopping early: the time taken says nothing.
+        for entry in self._entries:
+            if hmac.compare_digest(entry.digest, digest):
+                found = entry.principal
+        if found is None:
+            raise Unauthenticated("unknown bearer token")
+        return found
+
+
+def add_token(path: Path, name: str, grants: list[str]) -> str:
+    """Append a new random token's hash to ``path``; return the token (shown once)."""
+    parsed = [Grant.parse(g) for g in grants]
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,128}", name):
+        raise TokensError(f"token name {name!r}: use letters, digits and . _ @ - (at most 128)")
+    existing = _load(path) if path.exists() else []
+    if any(e.principal.name == name for e in existing):
+        raise TokensError(f"a token named {name!r} is already in {path}")
+    token = "odc_" + secrets.token_urlsafe(32)
+    digest = _hash(token).hex()
+    if path.suffix == ".json":
+        data = json.loads(path.read_text()) if path.exists() else {"tokens": []}
+        data.setdefault("tokens", []).append(
+            {"name": name, "sha256": digest, "grants": [str(g) for g in parsed]}
+        )
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        old = path.read_text() if path.exists() else ""
+        grants_toml = ", ".join(json.dumps(str(g)) for g in parsed)
+        block = f'[[token]]\nname = "{name}"\nsha256 = "{digest}"\ngrants = [{grants_toml}]\n'
+        text = old + ("\n" if old and not old.endswith("\n\n") else "") + block
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return token

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "redact"]
+
+_SECRET_KEYS = frozenset({"authorization", "token", "password", "secret", "api_key", "cookie"})
+_BEARER = re.compile(r"(?i)\b(bearer\s+)(?!<token>)[A-Za-z0-9._~+/=-]+")
+
+
+def redact(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Defense in depth: nothing logs credentials on purpose, and this makes sure of it."""
+    for key, value in event.items():
+        if key.lower() in _SECRET_KEYS:
+            event[key] = "[redacted]"
+        elif isinstance(value, str) and "earer" in value:
+            event[key] = _BEARER.sub(r"\1[redacted]", value)
+    return event
 
 
 def configure_logging(format: str = "auto", level: str = "info") -> None:
@@ -24,6 +39,7 @@ def configure_logging(format: str = "auto", level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

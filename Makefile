@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint clean
+FUZZ_RUNS ?= 200000
+
+.PHONY: install run test lint fuzz clean
 
 install: $(STAMP)
 
@@ -22,9 +24,16 @@ run: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# A long fuzzing run: hypothesis with a large budget, then atheris (coverage-guided).
+fuzz: install
+	$(PY) -m pip install --quiet -e '.[test,fuzz]'
+	FUZZ_EXAMPLES=20000 $(PY) -m pytest tests/test_fuzz.py -q
+	mkdir -p .fuzz-corpus
+	$(PY) tests/fuzz_atheris.py -runs=$(FUZZ_RUNS) -max_len=262144 .fuzz-corpus
+
 lint: install
 	$(VENV)/bin/ruff check collector tests benchmarks
 	$(VENV)/bin/ruff format --check collector tests benchmarks
 
 clean:
-	rm -rf $(VENV) warehouse .pytest_cache
+	rm -rf $(VENV) warehouse .pytest_cache .fuzz-corpus

@@ -71,8 +71,14 @@ def decode_request(signal: Signal, body: bytes, media: str) -> Message:
             json_format.ParseDict(tree, request, ignore_unknown_fields=True)
         except InvalidArgument:
             raise
-        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as e:
-            # json_format.ParseError and JSONDecodeError are ValueErrors.
+        except (
+            json_format.ParseError,
+            ValueError,  # JSONDecodeError, UnicodeDecodeError
+            TypeError,
+            AttributeError,
+            KeyError,
+            RecursionError,
+        ) as e:
             raise InvalidArgument(f"cannot decode the body as an OTLP {name} (JSON): {e}") from None
         return request
     try:

@@ -27,7 +27,16 @@ from collector.sink import DeltaSink
 from collector.tables import TableName, route
 from collector.wal import WriteAheadLog
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "flatten_request"]
+
+
+def flatten_request(signal: Signal, request: Message, limits: Limits = DEFAULT_LIMITS) -> Flattened:
+    """The rows of a decoded request, or InvalidArgument if it cannot be stored as sent."""
+    try:
+        return signal.flatten(request, limits)
+    except (pa.ArrowInvalid, OverflowError) as e:
+        # e.g. a uint64 timestamp past the LONG range.
+        raise InvalidArgument(f"a value does not fit its column: {e}") from None
 
 
 class Pipeline:
@@ -95,11 +104,7 @@ class Pipeline:
                 f"the request holds {records} records, more than the limit of {self.max_records}"
                 ": send smaller batches"
             )
-        try:
-            flat = signal.flatten(request, self.limits)
-        except (pa.ArrowInvalid, OverflowError) as e:
-            # e.g. a uint64 timestamp past the LONG range: the request cannot be stored as sent.
-            raise InvalidArgument(f"a value does not fit its column: {e}") from None
+        flat = flatten_request(signal, request, self.limits)
         if flat.batch.num_rows:
             await self.ready(table, signal)
             self.admit()  # others may have filled the buffers while this request was decoded

@@ -231,6 +231,13 @@ class Config:
     max_header_bytes: int = _setting(
         16 * 1024, _positive(parse_size), "longest HTTP request line or header field", "BYTES"
     )
+    proxy_config: Path | None = _setting(
+        None,
+        _optional_path,
+        "TOML file of the coding-agent proxy (upstreams, endpoints, limits); serves the "
+        "proxy routes on the HTTP listener",
+        "FILE",
+    )
     log_format: str = _setting(
         "auto",
         _choice("auto", "json", "console"),

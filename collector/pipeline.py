@@ -20,7 +20,7 @@ from collector.auth import ANONYMOUS, Authenticator, Principal
 from collector.buffer import Buffers
 from collector.errors import InvalidArgument, Unavailable
 from collector.flatten import DEFAULT_LIMITS, Flattened, Limits
-from collector.schema import SchemaMismatch
+from collector.schema import SchemaMismatch, TableSchema, schema_for_table
 from collector.selfmetrics import SelfMetrics
 from collector.signals import Signal
 from collector.sink import DeltaSink
@@ -106,7 +106,7 @@ class Pipeline:
             )
         flat = flatten_request(signal, request, self.limits)
         if flat.batch.num_rows:
-            await self.ready(table, signal)
+            await self.ready(table, signal.schema)
             self.admit()  # others may have filled the buffers while this request was decoded
             await self._store(table, flat.batch)
         m = self.metrics
@@ -115,6 +115,16 @@ class Pipeline:
         m.inc("otlp_delta_values_truncated_total", flat.truncated_values)
         m.inc("otlp_delta_attributes_dropped_total", flat.dropped_attributes)
         return flat
+
+    async def store(self, table: TableName, batch: pa.RecordBatch) -> None:
+        """Accept rows made elsewhere (the proxy's usage and inference rows) for a table whose
+        schema is in schemas/: the same readiness check, backpressure, WAL and buffers."""
+        schema = schema_for_table(table.table)
+        if schema is None:
+            raise ValueError(f"{table}: no schema in schemas/ has this table's suffix")
+        await self.ready(table, schema)
+        self.admit()
+        await self._store(table, batch)
 
     async def _store(self, table: TableName, batch: pa.RecordBatch) -> None:
         """Buffer the batch; with a WAL, return only once its record is durable."""
@@ -183,12 +193,12 @@ class Pipeline:
             }
         )
 
-    async def ready(self, table: TableName, signal: Signal) -> None:
+    async def ready(self, table: TableName, schema: TableSchema) -> None:
         """Make sure the table exists with the DDL's schema before accepting rows for it."""
         if self.sink.is_ready(table):
             return
         try:
-            await asyncio.to_thread(self.sink.ensure, table, signal.schema)
+            await asyncio.to_thread(self.sink.ensure, table, schema)
         except SchemaMismatch as e:
             raise InvalidArgument(f"Schema validation error: table {table}: {e}") from None
         except Exception as e:

@@ -29,6 +29,8 @@ __all__ = [
     "load_schema",
     "parse_ddl",
     "schema_dir",
+    "schema_for_table",
+    "schemas_by_suffix",
 ]
 
 
@@ -326,3 +328,21 @@ def schema_dir() -> Path:
 def load_schema(name: str) -> TableSchema:
     """The parsed DDL of ``schemas/<name>.sql`` (``otel_metrics``, ``otel_logs``, ``otel_spans``)."""
     return parse_ddl((schema_dir() / f"{name}.sql").read_text(encoding="utf-8"))
+
+
+@functools.cache
+def schemas_by_suffix() -> dict[str, TableSchema]:
+    """Every table kind the collector writes, by the table-name suffix that marks it."""
+    found = {}
+    for path in sorted(schema_dir().glob("*.sql")):
+        schema = load_schema(path.stem)
+        found[schema.suffix] = schema
+    return found
+
+
+def schema_for_table(table_name: str) -> TableSchema | None:
+    """The schema a table of this name holds, known from its suffix (``…_otel_logs``…)."""
+    for suffix, schema in schemas_by_suffix().items():
+        if table_name.endswith(suffix):
+            return schema
+    return None

@@ -15,7 +15,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from collector.schema import TableSchema
+from collector.schema import TableSchema, schema_for_table
 from collector.tables import TableName
 
 __all__ = ["DeltaSink"]
@@ -82,10 +82,11 @@ class DeltaSink:
 
         Returns the table version created, or None when every batch was already stored.
         """
-        if table not in self._tables:
-            signal = table.signal()
-            assert signal is not None, f"{table} is not an OpenTelemetry table"
-            self.ensure(table, signal.schema)
+        if table not in self._tables:  # rows replayed from the WAL after a restart
+            schema = schema_for_table(table.table)
+            if schema is None:
+                raise ValueError(f"{table}: no schema in schemas/ has this table's suffix")
+            self.ensure(table, schema)
         dt = self._tables[table]
         properties = None
         if self.app_id is not None:

@@ -17,6 +17,7 @@ from collector.server import Collector
 from collector.signals import SIGNALS
 from collector.sink import DeltaSink
 from collector.tables import InvalidTableName, prefix_table
+from collector.workers import become_worker, supervise
 
 __all__ = ["main"]
 
@@ -90,7 +91,10 @@ def _serve(args: argparse.Namespace) -> int:
     config = Config.load(flags, os.environ, config_file)
     config.check()
     configure_logging(config.log_format, config.log_level)
-    asyncio.run(Collector(config).serve_until_signalled())
+    worker = become_worker()
+    if worker is None and config.workers > 1:
+        return supervise(sys.argv[1:], config.workers)
+    asyncio.run(Collector(config, worker=worker or 0).serve_until_signalled())
     return 0
 
 

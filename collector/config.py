@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -87,6 +88,12 @@ def _non_negative(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return v
 
     return parse
+
+
+def _workers(value: Any) -> int:
+    if str(value).strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return _positive(int)(value)
 
 
 def _boolean(value: Any) -> bool:
@@ -231,6 +238,13 @@ class Config:
     max_header_bytes: int = _setting(
         16 * 1024, _positive(parse_size), "longest HTTP request line or header field", "BYTES"
     )
+    workers: int = _setting(
+        os.cpu_count() or 1,
+        _workers,
+        "collector processes sharing the ports (SO_REUSEPORT), each with its own WAL; "
+        "auto: one per core",
+        "N",
+    )
     proxy_config: Path | None = _setting(
         None,
         _optional_path,
@@ -262,6 +276,10 @@ class Config:
                 "`python -m collector tokens add NAME --grant 'CATALOG.SCHEMA.*' --tokens-file "
                 "tokens.toml` and pass --tokens-file tokens.toml, or listen on 127.0.0.1, or "
                 "pass --allow-unauthenticated if a proxy in front authenticates"
+            )
+        if self.workers > 1 and any(a is not None and a.port == 0 for a in (self.http, self.grpc)):
+            raise ConfigError(
+                "--workers above 1 share fixed ports: give --http and --grpc a port, not 0"
             )
 
     @property

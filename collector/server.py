@@ -28,10 +28,15 @@ log = structlog.get_logger("collector")
 class Collector:
     """Owns the stages of one collector process; ``async with Collector(config)`` runs it."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, worker: int = 0) -> None:
         self.config = config
+        self.worker = worker
+        if config.workers > 1:
+            structlog.contextvars.bind_contextvars(worker=worker)
         self.wal = (
-            WriteAheadLog(config.wal_directory, dedup_window=config.dedup_window)
+            WriteAheadLog(
+                config.wal_directory / f"worker-{worker}", dedup_window=config.dedup_window
+            )
             if config.durability == "wal"
             else None
         )
@@ -98,12 +103,15 @@ class Collector:
                 self.config.http.host,
                 self.config.http.port,
                 ssl_context=self._ssl_context(),
+                reuse_port=self.config.workers > 1,
             )
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             self.http_address = HostPort(self.config.http.host, port)
         if self.config.grpc is not None:
-            self._grpc = build_server(self.pipeline, self.config.max_request_bytes)
+            self._grpc = build_server(
+                self.pipeline, self.config.max_request_bytes, reuse_port=self.config.workers > 1
+            )
             if self.config.tls_cert is not None and self.config.tls_key is not None:
                 credentials = grpc.ssl_server_credentials(
                     [(self.config.tls_key.read_bytes(), self.config.tls_cert.read_bytes())]

@@ -58,6 +58,8 @@ class CollectorProcess:
         ]
         if "--flush-interval" not in extra:
             args += ["--flush-interval", "0.2"]
+        if "--workers" not in extra:
+            args += ["--workers", "1"]
         self._log = open(self.log_path, "ab")  # a restart appends to the same log
         self.proc = subprocess.Popen(
             args,

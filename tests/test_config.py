@@ -172,6 +172,7 @@ def test_setting_names() -> None:
         "max_concurrent_requests",
         "read_timeout",
         "max_header_bytes",
+        "workers",
         "proxy_config",
         "log_format",
         "log_level",

@@ -285,6 +285,8 @@ def test_allow_unauthenticated_is_loud(tmp_path: Path) -> None:
             "--warehouse",
             str(tmp_path / "wh2"),
             "--allow-unauthenticated",
+            "--workers",
+            "1",
             "--log-format",
             "json",
         ],

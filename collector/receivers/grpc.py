@@ -72,11 +72,13 @@ def _details(error: ExportError) -> tuple[tuple[str, bytes], ...]:
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
-def build_server(pipeline: Pipeline, max_request_bytes: int) -> grpc.aio.Server:
+def build_server(
+    pipeline: Pipeline, max_request_bytes: int, reuse_port: bool = False
+) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
         ]
     )
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(

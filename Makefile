@@ -8,7 +8,9 @@ PYTEST_ARGS ?=
 
 FUZZ_RUNS ?= 200000
 
-.PHONY: install run test lint fuzz clean
+BENCH_ARGS ?=
+
+.PHONY: install run test bench lint fuzz clean
 
 install: $(STAMP)
 
@@ -23,6 +25,10 @@ run: install
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Ingest throughput: a table of figures, and JSON under benchmarks/results/. --quick: < 1 min.
+bench: install
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 # A long fuzzing run: hypothesis with a large budget, then atheris (coverage-guided).
 fuzz: install

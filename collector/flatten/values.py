@@ -25,6 +25,7 @@ __all__ = [
     "Limits",
     "any_value_to_str",
     "enum_name",
+    "enum_names",
     "format_double",
     "hex_id",
 ]
@@ -187,8 +188,18 @@ class Converter:
         if extra > 0:
             kvs = kvs[: self.max_attributes]
             self.dropped += extra
-        clip = self.clip
-        return {clip(kv.key): clip(any_value_to_str(kv.value)) for kv in kvs}, max(extra, 0)
+        # The hot loop of every flattener: strings are most values, so they skip the general
+        # conversion, and clipping is one length test unless a value is long.
+        quick = self._quick
+        out = {}
+        for kv in kvs:
+            v = kv.value
+            s = v.string_value if v.WhichOneof("value") == "string_value" else any_value_to_str(v)
+            k = kv.key
+            if len(s) > quick or len(k) > quick:
+                k, s = self.clip(k), self.clip(s)
+            out[k] = s
+        return out, max(extra, 0)
 
     def map(self, kvs: Sequence[KeyValue]) -> dict[str, str]:
         """For maps that have no dropped-attributes count beside them."""
@@ -217,6 +228,11 @@ _ENUMS: dict[str, dict[int, str]] = {
     "span_kind": _enum_names(trace_pb2.Span.SpanKind),
     "status_code": _enum_names(trace_pb2.Status.StatusCode),
 }
+
+
+def enum_names(enum: str) -> dict[int, str]:
+    """Number → canonical name of an enum, for loops that look names up themselves."""
+    return _ENUMS[enum]
 
 
 def enum_name(enum: str, number: int) -> str:

@@ -1,0 +1,1 @@
+"""Ingest throughput benchmarks: ``make bench`` (``python -m benchmarks``)."""

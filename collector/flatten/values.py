@@ -7,6 +7,7 @@ kvlists as compact JSON, doubles as the shortest round-trip decimal in JSON/ES6 
 from __future__ import annotations
 
 import base64
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -45,8 +46,13 @@ def format_double(x: float) -> str:
         return "NaN"
     if math.isinf(x):
         return "Infinity" if x > 0 else "-Infinity"
-    if x == 0:
+    if x == 0:  # before the cache, which cannot tell 0.0 from -0.0
         return "-0" if math.copysign(1.0, x) < 0 else "0"
+    return _format_nonzero(x)
+
+
+@functools.lru_cache(maxsize=8192)  # agents repeat their numbers (costs, durations)
+def _format_nonzero(x: float) -> str:
     r = repr(x)  # shortest round-trip digits
     mantissa, _, exp_text = r.partition("e")
     exp = int(exp_text) if exp_text else 0
@@ -194,7 +200,13 @@ class Converter:
         out = {}
         for kv in kvs:
             v = kv.value
-            s = v.string_value if v.WhichOneof("value") == "string_value" else any_value_to_str(v)
+            kind = v.WhichOneof("value")
+            if kind == "string_value":
+                s = v.string_value
+            elif kind == "int_value":
+                s = str(v.int_value)
+            else:
+                s = any_value_to_str(v)
             k = kv.key
             if len(s) > quick or len(k) > quick:
                 k, s = self.clip(k), self.clip(s)

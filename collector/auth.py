@@ -2,8 +2,11 @@
 
 A tokens file (TOML or JSON) lists each token's SHA-256, a name, and grants. A grant is a
 ``catalog.schema.table`` pattern where ``*`` stands for a whole segment (``main.agents.*``),
-optionally limited to signals: ``main.agents.*:logs,metrics``. Tokens are random (``tokens add``
-makes 32 bytes), so a plain SHA-256 is as good as a slow hash and keeps checking cheap.
+optionally limited to signals: ``main.agents.*:logs,metrics``. A grant ``endpoint:PATTERN``
+instead lets the token call the proxy's model endpoints whose name matches the fnmatch-style
+pattern (``endpoint:databricks-claude-*``); table grants never allow endpoints, nor the reverse.
+Tokens are random (``tokens add`` makes 32 bytes), so a plain SHA-256 is as good as a slow hash
+and keeps checking cheap.
 """
 
 from __future__ import annotations
@@ -16,16 +19,28 @@ import re
 import secrets
 import tomllib
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from collector.errors import PermissionDenied, Unauthenticated
 from collector.signals import SIGNALS, Signal
 from collector.tables import TableName
 
-__all__ = ["ANONYMOUS", "Authenticator", "Grant", "Principal", "TokensError", "add_token"]
+__all__ = [
+    "ANONYMOUS",
+    "Authenticator",
+    "EndpointGrant",
+    "Grant",
+    "Principal",
+    "TokensError",
+    "add_token",
+    "parse_grant",
+]
 
 _SIGNAL_NAMES = {s.name: s for s in SIGNALS} | {"spans": SIGNALS[2]}
 _SEGMENT = re.compile(r"\*|[a-z0-9_]{1,255}")
+_ENDPOINT_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]!-]{1,255}")
+_ENDPOINT_PREFIX = "endpoint:"
 
 
 class TokensError(ValueError):
@@ -59,15 +74,52 @@ class Grant:
             return False
         return all(p == "*" or p == t for p, t in zip(self.parts, table.parts(), strict=True))
 
+    def allows_endpoint(self, endpoint: str) -> bool:
+        return False
+
     def __str__(self) -> str:
         text = ".".join(self.parts)
         return f"{text}:{','.join(sorted(self.signals))}" if self.signals else text
 
 
 @dataclass(frozen=True)
+class EndpointGrant:
+    """``endpoint:PATTERN``: may call the proxy's model endpoints matching PATTERN (fnmatch)."""
+
+    pattern: str
+
+    @classmethod
+    def parse(cls, text: str) -> EndpointGrant:
+        pattern = text.strip()[len(_ENDPOINT_PREFIX) :].strip()
+        if not _ENDPOINT_PATTERN.fullmatch(pattern):
+            raise TokensError(
+                f"grant {text!r}: expected endpoint:PATTERN, a name or fnmatch pattern of "
+                "letters, digits and . _ - * ? [ ] !"
+            )
+        return cls(pattern)
+
+    def allows(self, table: TableName, signal: Signal) -> bool:
+        return False
+
+    def allows_endpoint(self, endpoint: str) -> bool:
+        # Case-sensitive on every platform: endpoint names are compared as the client sends them.
+        return fnmatchcase(endpoint, self.pattern)
+
+    def __str__(self) -> str:
+        return _ENDPOINT_PREFIX + self.pattern
+
+
+def parse_grant(text: str) -> Grant | EndpointGrant:
+    """A table grant (``catalog.schema.table[:signals]``) or an ``endpoint:PATTERN`` grant."""
+    if text.strip().lower().startswith(_ENDPOINT_PREFIX):
+        return EndpointGrant.parse(text)
+    return Grant.parse(text)
+
+
+@dataclass(frozen=True)
 class Principal:
     name: str
-    grants: tuple[Grant, ...]
+    grants: tuple[Grant | EndpointGrant, ...]
 
     def authorize(self, table: TableName, signal: Signal) -> None:
         if not any(g.allows(table, signal) for g in self.grants):
@@ -75,8 +127,12 @@ class Principal:
                 f"token {self.name!r} may not write {signal.name} to table {table}"
             )
 
+    def authorize_endpoint(self, endpoint: str) -> None:
+        if not any(g.allows_endpoint(endpoint) for g in self.grants):
+            raise PermissionDenied(f"token {self.name!r} may not call endpoint {endpoint!r}")
 
-ANONYMOUS = Principal("anonymous", (Grant(("*", "*", "*")),))
+
+ANONYMOUS = Principal("anonymous", (Grant(("*", "*", "*")), EndpointGrant("*")))
 
 
 @dataclass(frozen=True)
@@ -105,7 +161,7 @@ def _load(path: Path) -> list[_Entry]:
         try:
             name = str(item["name"])
             digest = bytes.fromhex(item["sha256"])
-            grants = tuple(Grant.parse(g) for g in item.get("grants", []))
+            grants = tuple(parse_grant(g) for g in item.get("grants", []))
         except (KeyError, TypeError, ValueError) as e:
             raise TokensError(f"{where}: {e}") from None
         if len(digest) != 32:
@@ -147,7 +203,7 @@ class Authenticator:
 
 def add_token(path: Path, name: str, grants: list[str]) -> str:
     """Append a new random token's hash to ``path``; return the token (shown once)."""
-    parsed = [Grant.parse(g) for g in grants]
+    parsed = [parse_grant(g) for g in grants]
     if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,128}", name):
         raise TokensError(f"token name {name!r}: use letters, digits and . _ @ - (at most 128)")
     existing = _load(path) if path.exists() else []

@@ -66,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATTERN[:SIGNALS]",
-        help="tables it may write, e.g. 'main.agents.*' or 'main.agents.*:logs,metrics' "
-        "(repeatable)",
+        help="tables it may write, e.g. 'main.agents.*' or 'main.agents.*:logs,metrics', or proxy "
+        "endpoints it may call, e.g. 'endpoint:databricks-claude-*' (repeatable)",
     )
     add.add_argument(
         "--tokens-file",

@@ -15,6 +15,7 @@ from collector.buffer import Buffers, FlushPolicy
 from collector.config import Config, HostPort
 from collector.flatten import Limits
 from collector.pipeline import Pipeline
+from collector.proxy import install_proxy
 from collector.receivers.grpc import build_server
 from collector.receivers.http import build_app
 from collector.sink import DeltaSink
@@ -88,8 +89,11 @@ class Collector:
         self.buffers.start()
         self.buffers.flush_soon()
         if self.config.http is not None:
+            app = build_app(self.pipeline, self.config.max_request_bytes, self.config.read_timeout)
+            if self.config.proxy_config is not None:
+                await install_proxy(app, self.pipeline, self.config.proxy_config)
             self._http = web.AppRunner(
-                build_app(self.pipeline, self.config.max_request_bytes, self.config.read_timeout),
+                app,
                 access_log=None,
                 handle_signals=False,
                 max_line_size=self.config.max_header_bytes,

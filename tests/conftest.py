@@ -19,6 +19,9 @@ from tests.readers import read_duckdb, read_polars  # noqa: F401  (re-exported f
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = ROOT.parent / "shared" / "captures"
+# The explicit bucket bounds OpenTelemetry SDKs use by default (Codex CLI too, for most metrics).
+DEFAULT_BOUNDS = [0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0,
+                  1000.0, 2500.0, 5000.0, 7500.0, 10000.0]  # fmt: skip
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from tests.conftest import CAPTURES, CollectorProcess, wait_for_rows
+from tests.conftest import CAPTURES, DEFAULT_BOUNDS, CollectorProcess, wait_for_rows
 from tests.readers import read_both
 
 CLAUDE_USER = "8319f760183789d02d857aabd5d1e34347960d8dadbeb73d3622c19fc0cf3911"
@@ -257,23 +257,7 @@ def test_codex_metrics(collector: CollectorProcess, table_prefix: str) -> None:
         "count": 1,
         "sum": 30.0,
         "bucket_counts": [0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        "explicit_bounds": [
-            0.0,
-            5.0,
-            10.0,
-            25.0,
-            50.0,
-            75.0,
-            100.0,
-            250.0,
-            500.0,
-            750.0,
-            1000.0,
-            2500.0,
-            5000.0,
-            7500.0,
-            10000.0,
-        ],
+        "explicit_bounds": DEFAULT_BOUNDS,
         "exemplars": [],
         "attributes": {
             "app.version": "0.169.0",

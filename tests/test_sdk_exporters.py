@@ -42,7 +42,7 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from tests.conftest import CollectorProcess, wait_for_rows
+from tests.conftest import DEFAULT_BOUNDS, CollectorProcess, wait_for_rows
 from tests.readers import read_both
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
@@ -241,23 +241,7 @@ def test_sdk_metrics_of_every_type_land_exactly(
             "count": 1,
             "sum": 12.5,
             "bucket_counts": [0, 0, 0, 1] + [0] * 12,
-            "explicit_bounds": [
-                0.0,
-                5.0,
-                10.0,
-                25.0,
-                50.0,
-                75.0,
-                100.0,
-                250.0,
-                500.0,
-                750.0,
-                1000.0,
-                2500.0,
-                5000.0,
-                7500.0,
-                10000.0,
-            ],
+            "explicit_bounds": DEFAULT_BOUNDS,
             "exemplars": _exemplar(hist, 12.5),
             "attributes": {"route": "/v1/messages"},
             "flags": 0,

@@ -1,0 +1,37 @@
+"""The coding-agent proxy (an AI gateway): Claude Code, Codex CLI, Gemini CLI and Cursor call
+their provider through it; it checks the caller's token and grants, applies rate limits,
+forwards to the configured upstream with the provider's key, relays the answer as it streams,
+and records usage and payloads in Delta tables through the collector's pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from collector.pipeline import Pipeline
+from collector.proxy.config import ProxyConfig, load_proxy_config
+from collector.proxy.forward import Proxy
+
+__all__ = ["Proxy", "ProxyConfig", "install_proxy", "load_proxy_config"]
+
+log = structlog.get_logger("collector.proxy")
+
+
+async def install_proxy(app: web.Application, pipeline: Pipeline, config_path: Path) -> None:
+    """Add the proxy's routes to the collector's HTTP app; its client closes with the app."""
+    config = load_proxy_config(config_path)
+    proxy = Proxy(pipeline, config)
+    proxy.install(app)
+
+    async def close(app: web.Application) -> None:
+        await proxy.close()
+
+    app.on_cleanup.append(close)
+    log.info(
+        "proxy enabled",
+        endpoints=len(config.endpoints),
+        usage_table=str(config.usage_table),
+        inference_table=str(config.inference_table),
+    )

@@ -1,0 +1,149 @@
+"""The proxy's TOML file: upstreams, routes, endpoints and their limits, checked at startup."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collector.config import ConfigError, parse_size
+from collector.tables import InvalidTableName, TableName
+
+__all__ = ["API_OF_ROUTE", "Endpoint", "ProxyConfig", "Upstream", "load_proxy_config"]
+
+# Each route speaks one provider's API; an endpoint may only be called on a route of its API.
+API_OF_ROUTE = {
+    "anthropic": "anthropic",
+    "openai": "openai",
+    "cursor": "openai",
+    "gemini": "gemini",
+}
+_APIS = frozenset(API_OF_ROUTE.values())
+_ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    api: str  # anthropic, openai or gemini
+    base_url: str  # scheme://host[:port][/prefix]; the route's path after its prefix is appended
+    api_key: str  # read from the environment at startup, never logged
+
+    def __repr__(self) -> str:  # keeps the key out of tracebacks and debug output
+        return f"Upstream({self.name!r}, api={self.api!r}, base_url={self.base_url!r})"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    upstream: Upstream
+    model: str
+    requests_per_minute: int  # per token; 0: unlimited
+    tokens_per_minute: int  # per token, input + output; 0: unlimited
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    usage_table: TableName
+    inference_table: TableName
+    endpoints: dict[str, Endpoint]
+    log_payloads: dict[str, bool]  # by route
+    max_payload_bytes: int
+    max_request_bytes: int
+    connect_timeout: float
+    idle_timeout: float
+
+
+def _number(data: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{where}: {key} must be a number ≥ 0, got {value!r}")
+    return float(value)
+
+
+def _count(data: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}: {key} must be a whole number ≥ 0, got {value!r}")
+    return value
+
+
+def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) -> ProxyConfig:
+    try:
+        prefix = str(data["tables"])
+        usage_table = TableName.parse(prefix + "_usage")
+        inference_table = TableName.parse(prefix + "_inference")
+    except KeyError:
+        raise ConfigError(f"{where}: tables = 'catalog.schema.prefix' is required") from None
+    except InvalidTableName as e:
+        raise ConfigError(f"{where}: tables: {e.message}") from None
+
+    upstreams = {}
+    for name, u in data.get("upstreams", {}).items():
+        at = f"{where}: upstreams.{name}"
+        api = u.get("api", name)
+        if api not in _APIS:
+            raise ConfigError(f"{at}: api must be one of {', '.join(sorted(_APIS))}, got {api!r}")
+        base_url = str(u.get("base_url", "")).rstrip("/")
+        if not re.match(r"https?://[^/]+", base_url):
+            raise ConfigError(f"{at}: base_url must be an http(s) URL, got {base_url!r}")
+        key_env = u.get("api_key_env")
+        if not key_env:
+            raise ConfigError(f"{at}: api_key_env (the NAME of the variable holding the key)")
+        key = env.get(str(key_env), "")
+        if not key:
+            raise ConfigError(f"{at}: the environment variable {key_env} is not set")
+        upstreams[name] = Upstream(name, api, base_url, key)
+
+    default_rpm = _count(data, "requests_per_minute", 0, where)
+    default_tpm = _count(data, "tokens_per_minute", 0, where)
+    endpoints = {}
+    for name, e in data.get("endpoints", {}).items():
+        at = f"{where}: endpoints.{name}"
+        if not _ENDPOINT_NAME.fullmatch(name):
+            raise ConfigError(f"{at}: endpoint names are letters, digits and . _ -")
+        upstream = upstreams.get(e.get("upstream", ""))
+        if upstream is None:
+            raise ConfigError(f"{at}: upstream must name one of [upstreams.*]")
+        endpoints[name] = Endpoint(
+            name,
+            upstream,
+            str(e.get("model", name)),
+            _count(e, "requests_per_minute", default_rpm, at),
+            _count(e, "tokens_per_minute", default_tpm, at),
+        )
+
+    routes = data.get("routes", {})
+    unknown = set(routes) - set(API_OF_ROUTE)
+    if unknown:
+        raise ConfigError(f"{where}: unknown route(s) {', '.join(sorted(unknown))}")
+    log_payloads = {r: bool(routes.get(r, {}).get("log_payloads", True)) for r in API_OF_ROUTE}
+    try:
+        max_payload = parse_size(data.get("max_payload_bytes", "64KiB"))
+        max_request = parse_size(data.get("max_request_bytes", "32MiB"))
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return ProxyConfig(
+        usage_table,
+        inference_table,
+        endpoints,
+        log_payloads,
+        max_payload,
+        max_request,
+        _number(data, "connect_timeout", 10.0, where),
+        _number(data, "idle_timeout", 600.0, where),
+    )
+
+
+def load_proxy_config(path: Path, env: dict[str, str] | None = None) -> ProxyConfig:
+    """Read and check the proxy's TOML file; API keys come from ``env`` (the process's)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"proxy config {path}: {e}") from None
+    return parse_proxy_config(
+        data, dict(os.environ) if env is None else env, f"proxy config {path}"
+    )

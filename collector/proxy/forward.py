@@ -1,0 +1,416 @@
+"""The proxy's routes: authenticate, govern, forward to the endpoint's upstream and relay the
+answer as it arrives, then record one usage row (and the payloads) per call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from collector.compression import BodyReader
+from collector.errors import ExportError, PermissionDenied, Unauthenticated
+from collector.pipeline import Pipeline
+from collector.proxy.config import API_OF_ROUTE, Endpoint, ProxyConfig
+from collector.proxy.providers import caller_token, error_body, upstream_auth, usage_from
+from collector.proxy.ratelimit import RateLimited, RateLimiter
+from collector.proxy.records import Call, inference_batch, usage_batch
+from collector.proxy.sse import SseParser
+
+__all__ = ["Proxy"]
+
+log = structlog.get_logger("collector.proxy")
+
+# (route, operation, path). Gemini's operation is the method after the model in its path.
+ROUTES = (
+    ("anthropic", "messages", "/anthropic/v1/messages"),
+    ("anthropic", "count_tokens", "/anthropic/v1/messages/count_tokens"),
+    ("openai", "responses", "/openai/v1/responses"),
+    ("openai", "chat.completions", "/openai/v1/chat/completions"),
+    ("cursor", "chat.completions", "/cursor/v1/chat/completions"),
+    ("gemini", "", "/gemini/{version:v1beta|v1|v1alpha}/models/{target}"),
+)
+_GEMINI_METHODS = frozenset({"generateContent", "streamGenerateContent", "countTokens"})
+
+# Request headers the agents rely on upstream. Everything else stays here: above all the
+# caller's credentials, and the caller's OpenAI organisation / project, which are not ours.
+_FORWARD = frozenset(
+    {
+        "accept",
+        "content-type",
+        "user-agent",
+        "openai-beta",
+        "originator",
+        "session_id",
+        "conversation_id",
+        "x-goog-api-client",
+    }
+)
+_FORWARD_PREFIXES = ("anthropic-", "x-stainless-")
+# Response headers that describe the upstream connection, not the answer.
+_HOP = frozenset(
+    {
+        "connection",
+        "content-encoding",
+        "content-length",
+        "date",
+        "keep-alive",
+        "server",
+        "set-cookie",
+        "transfer-encoding",
+    }
+)
+_CLIENT_CLOSED = 499  # the status recorded when the caller went away mid-answer
+_MAX_PARSED_BODY = 64 * 1024 * 1024  # a non-streamed answer is held this far to read its usage
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+def _forwarded_headers(headers: Any) -> dict[str, str]:
+    out = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in _FORWARD or lower.startswith(_FORWARD_PREFIXES):
+            out[name] = value
+    return out
+
+
+async def _client_gone(request: web.Request) -> None:
+    """Returns once the caller's connection is closed. aiohttp does not cancel handlers on a
+    disconnect (handler_cancellation is off for the collector), so the relay watches for it:
+    an upstream that is slow to send its next event would otherwise run on for nobody."""
+    while True:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(0.1)
+
+
+class Proxy:
+    def __init__(self, pipeline: Pipeline, config: ProxyConfig) -> None:
+        self.pipeline = pipeline
+        self.config = config
+        self.limiter = RateLimiter()
+        self._session: aiohttp.ClientSession | None = None
+        self._recording: set[asyncio.Task[None]] = set()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # No total timeout: an agent's answer may stream for many minutes. Only connecting
+            # and silence between two reads are bounded.
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                connect=self.config.connect_timeout or None,
+                sock_read=self.config.idle_timeout or None,
+            )
+            self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=True)
+        return self._session
+
+    async def close(self) -> None:
+        if self._recording:
+            await asyncio.gather(*self._recording, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def install(self, app: web.Application) -> None:
+        for route, operation, path in ROUTES:
+            app.router.add_post(path, self._handler(route, operation))
+        for route in ("openai", "cursor"):
+            app.router.add_get(f"/{route}/v1/models", self._models(route))
+
+    def _handler(self, route: str, operation: str) -> Any:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.handle(request, route, operation)
+
+        return handle
+
+    def _models(self, route: str) -> Any:
+        """The endpoints this token may call, in OpenAI's list format (Cursor checks it)."""
+
+        async def models(request: web.Request) -> web.StreamResponse:
+            api = API_OF_ROUTE[route]
+            try:
+                principal = self.pipeline.authenticate(self._authorization(api, request))
+            except Unauthenticated as e:
+                return self._error_response(api, 401, e.message)
+            data = [
+                {"id": name, "object": "model", "created": 0, "owned_by": e.upstream.name}
+                for name, e in sorted(self.config.endpoints.items())
+                if e.upstream.api == api and any(g.allows_endpoint(name) for g in principal.grants)
+            ]
+            return web.json_response({"object": "list", "data": data})
+
+        return models
+
+    @staticmethod
+    def _authorization(api: str, request: web.Request) -> str | None:
+        token = caller_token(api, request.headers, request.query)
+        return f"Bearer {token}" if token else None
+
+    async def handle(self, request: web.Request, route: str, operation: str) -> web.StreamResponse:
+        api = API_OF_ROUTE[route]
+        call = Call(
+            uuid.uuid4().hex,
+            time.time_ns(),
+            route,
+            operation,
+            request.headers.get("User-Agent", ""),
+        )
+        started = time.perf_counter()
+        try:
+            principal = self.pipeline.authenticate(self._authorization(api, request))
+        except Unauthenticated as e:
+            # Not recorded: rows are written for known callers only, so that anyone who can
+            # reach the port cannot fill the usage table.
+            log.info("proxy call refused", route=route, status=401, reason=e.message)
+            response = self._error_response(api, 401, e.message)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="proxy"'
+            return response
+        call.token_name = principal.name
+        try:
+            return await self._call(request, call, api, principal, started)
+        except _Refusal as e:
+            call.status = e.status
+            body = error_body(api, e.status, e.message)
+            call.response_body += body
+            log.info("proxy call refused", route=route, status=e.status, reason=e.message)
+            return self._error_response(api, e.status, e.message, e.retry_after, body)
+        finally:
+            call.latency_ms = (time.perf_counter() - started) * 1000
+            self._record(call)
+
+    def _error_response(
+        self,
+        api: str,
+        status: int,
+        message: str,
+        retry_after: float | None = None,
+        body: bytes | None = None,
+    ) -> web.Response:
+        headers = {}
+        if retry_after is not None:
+            seconds = max(1, math.ceil(retry_after))
+            headers["Retry-After"] = str(seconds)
+            if api == "gemini":  # Google clients read the delay from the status details
+                payload = json.loads(body or error_body(api, status, message))
+                payload["error"]["details"] = [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                        "retryDelay": f"{seconds}s",
+                    }
+                ]
+                body = json.dumps(payload).encode()
+        return web.Response(
+            status=status,
+            body=body or error_body(api, status, message),
+            content_type="application/json",
+            headers=headers,
+        )
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        reader = BodyReader(request.headers.get("Content-Encoding"), self.config.max_request_bytes)
+        try:
+            async for chunk in request.content.iter_any():
+                reader.feed(chunk)
+            return bytes(reader.finish())
+        except ExportError as e:
+            raise _Refusal(e.http_status, e.message) from None
+
+    def _endpoint(self, api: str, name: Any, principal: Any) -> Endpoint:
+        if not isinstance(name, str) or not name:
+            raise _Refusal(400, "the request names no model endpoint")
+        try:
+            principal.authorize_endpoint(name)
+        except PermissionDenied as e:
+            raise _Refusal(403, e.message) from None
+        endpoint = self.config.endpoints.get(name)
+        if endpoint is None or endpoint.upstream.api != api:
+            raise _Refusal(404, f"endpoint {name!r} does not exist on this route")
+        return endpoint
+
+    async def _call(
+        self, request: web.Request, call: Call, api: str, principal: Any, started: float
+    ) -> web.StreamResponse:
+        body = await self._read_body(request)
+        call.request_body = body
+        if api == "gemini":
+            model, _, method = request.match_info["target"].partition(":")
+            call.operation = method
+            if method not in _GEMINI_METHODS:
+                raise _Refusal(404, f"method {method!r} is not served by this proxy")
+            endpoint = self._endpoint(api, model, principal)
+            path = f"/{request.match_info['version']}/models/{endpoint.model}:{method}"
+            upstream_body = body
+        else:
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                raise _Refusal(400, "the request body is not JSON") from None
+            if not isinstance(payload, dict):
+                raise _Refusal(400, "the request body is not a JSON object")
+            endpoint = self._endpoint(api, payload.get("model"), principal)
+            payload["model"] = endpoint.model
+            if call.operation == "chat.completions" and payload.get("stream") is True:
+                # Chat Completions streams report usage only when asked to.
+                options = payload.get("stream_options")
+                options = options if isinstance(options, dict) else {}
+                payload["stream_options"] = {**options, "include_usage": True}
+            path = request.path[len(call.route) + 1 :]
+            upstream_body = json.dumps(payload, ensure_ascii=False).encode()
+        call.endpoint = endpoint.name
+        call.upstream_model = endpoint.model
+        try:
+            self.limiter.admit(
+                principal.name,
+                endpoint.name,
+                endpoint.requests_per_minute,
+                endpoint.tokens_per_minute,
+            )
+        except RateLimited as e:
+            raise _Refusal(429, e.message, e.retry_after) from None
+
+        upstream = endpoint.upstream
+        headers = _forwarded_headers(request.headers) | upstream_auth(
+            upstream.api, upstream.api_key
+        )
+        headers["Content-Type"] = "application/json"
+        query = [(k, v) for k, v in request.query.items() if k != "key"]
+        try:
+            async with self.session.post(
+                upstream.base_url + path, params=query, data=upstream_body, headers=headers
+            ) as answer:
+                return await self._relay(request, answer, call, api, started)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            if call.status:  # the answer had begun: its status is sent, nothing more to say
+                raise
+            raise _Refusal(
+                502, f"upstream {upstream.name} unreachable: {type(e).__name__}"
+            ) from None
+        finally:
+            if call.usage is not None:
+                self.limiter.record_tokens(
+                    principal.name, endpoint.name, call.usage.total, endpoint.tokens_per_minute
+                )
+
+    async def _relay(
+        self,
+        request: web.Request,
+        answer: aiohttp.ClientResponse,
+        call: Call,
+        api: str,
+        started: float,
+    ) -> web.StreamResponse:
+        call.status = answer.status
+        call.streamed = answer.content_type == "text/event-stream"
+        response = web.StreamResponse(status=answer.status, reason=answer.reason)
+        for name, value in answer.headers.items():
+            if name.lower() not in _HOP:
+                response.headers.add(name, value)
+        await response.prepare(request)
+        pump = asyncio.ensure_future(self._pump(answer, response, call, api, started))
+        gone = asyncio.ensure_future(_client_gone(request))
+        try:
+            await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not pump.done():
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+                call.status = _CLIENT_CLOSED
+                answer.close()  # closes the upstream connection: the provider stops generating
+        if call.status == _CLIENT_CLOSED:
+            log.info("proxy caller went away", request_id=call.request_id, route=call.route)
+            return response
+        try:
+            pump.result()
+        except ConnectionError:
+            call.status = _CLIENT_CLOSED
+            answer.close()
+            log.info("proxy caller went away", request_id=call.request_id, route=call.route)
+            return response
+        except (aiohttp.ClientError, TimeoutError) as e:
+            # Headers are sent; the caller sees the stream end early. Recorded as a gateway error.
+            log.warning(
+                "proxy upstream failed mid-answer",
+                request_id=call.request_id,
+                error=type(e).__name__,
+            )
+            call.status = 504 if isinstance(e, TimeoutError) else 502
+            return response
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+
+    async def _pump(
+        self,
+        answer: aiohttp.ClientResponse,
+        response: web.StreamResponse,
+        call: Call,
+        api: str,
+        started: float,
+    ) -> None:
+        parser = SseParser() if call.streamed else None
+        whole = bytearray()
+        keep = self.config.max_payload_bytes + 1  # one more byte says it was cut
+        async for chunk in answer.content.iter_any():
+            if call.first_byte_ms is None:
+                call.first_byte_ms = (time.perf_counter() - started) * 1000
+            await response.write(chunk)
+            if len(call.response_body) < keep:
+                call.response_body += chunk[: keep - len(call.response_body)]
+            if parser is not None:
+                for event in parser.feed(chunk):
+                    call.usage = usage_from(api, event, call.usage)
+            elif len(whole) < _MAX_PARSED_BODY:
+                whole += chunk
+        if parser is not None:
+            for event in parser.close():
+                call.usage = usage_from(api, event, call.usage)
+        elif whole and call.status < 400:
+            with contextlib.suppress(ValueError):
+                call.usage = usage_from(api, json.loads(whole), call.usage)
+
+    def _record(self, call: Call) -> None:
+        """Store the call's rows in the background: the answer is not held up by the WAL."""
+        log.info(
+            "proxy call",
+            request_id=call.request_id,
+            route=call.route,
+            endpoint=call.endpoint,
+            status=call.status,
+            latency_ms=round(call.latency_ms, 1),
+            streamed=call.streamed,
+        )
+        task = asyncio.get_running_loop().create_task(self._store(call))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _store(self, call: Call) -> None:
+        try:
+            await self.pipeline.store(self.config.usage_table, usage_batch(call))
+            if self.config.log_payloads[call.route]:
+                await self.pipeline.store(
+                    self.config.inference_table,
+                    inference_batch(call, self.config.max_payload_bytes),
+                )
+        except Exception as e:
+            log.warning(
+                "proxy rows not stored",
+                request_id=call.request_id,
+                error=f"{type(e).__name__}: {e}",
+            )

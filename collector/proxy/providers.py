@@ -1,0 +1,157 @@
+"""What differs between the providers' APIs: where the caller's token and the model are, how
+errors look, which header carries the provider's key, and where usage is reported."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Usage", "caller_token", "error_body", "upstream_auth", "usage_from"]
+
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    502: "api_error",
+    503: "overloaded_error",
+}
+_OPENAI_ERRORS = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", "permission_denied"),
+    404: ("invalid_request_error", "model_not_found"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    502: ("server_error", "upstream_error"),
+    503: ("server_error", "unavailable"),
+}
+_GEMINI_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+}
+
+
+def error_body(api: str, status: int, message: str) -> bytes:
+    """An error of the proxy's own, in the JSON shape the provider's SDKs parse."""
+    body: dict[str, Any]
+    if api == "anthropic":
+        kind = _ANTHROPIC_ERRORS.get(status, "api_error")
+        body = {"type": "error", "error": {"type": kind, "message": message}}
+    elif api == "openai":
+        kind, code = _OPENAI_ERRORS.get(status, ("server_error", "internal_error"))
+        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    else:
+        body = {
+            "error": {
+                "code": status,
+                "message": message,
+                "status": _GEMINI_STATUS.get(status, "INTERNAL"),
+            }
+        }
+    return json.dumps(body).encode()
+
+
+def caller_token(api: str, headers: Any, query: Any) -> str | None:
+    """The caller's credential, wherever its agent puts it. Claude Code sends
+    ``Authorization: Bearer`` (ANTHROPIC_AUTH_TOKEN) or ``x-api-key`` (ANTHROPIC_API_KEY);
+    Gemini clients send ``x-goog-api-key`` or, with the bearer mechanism, ``Authorization``."""
+    scheme, _, value = (headers.get("Authorization") or "").strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if api == "anthropic":
+        return headers.get("x-api-key") or None
+    if api == "gemini":
+        return headers.get("x-goog-api-key") or query.get("key") or None
+    return None
+
+
+def upstream_auth(api: str, key: str) -> dict[str, str]:
+    if api == "anthropic":
+        return {"x-api-key": key}
+    if api == "openai":
+        return {"Authorization": f"Bearer {key}"}
+    return {"x-goog-api-key": key}
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _set(usage: Usage, field: str, value: Any) -> None:
+    v = _int(value)
+    if v is not None:
+        setattr(usage, field, v)
+
+
+def usage_from(api: str, obj: Any, usage: Usage | None) -> Usage | None:
+    """Fold what one JSON object (a whole response body or one SSE event's data) says about
+    usage into ``usage``; None while nothing has said anything."""
+    if not isinstance(obj, dict):
+        return usage
+    if api == "anthropic":
+        # message_start carries input and cache counts, message_delta the final output count
+        # (and, lately, the input counts again); a non-streamed message has them all.
+        message = obj.get("message") if obj.get("type") == "message_start" else None
+        found = message.get("usage") if isinstance(message, dict) else obj.get("usage")
+        if not isinstance(found, dict):
+            return usage
+        usage = usage or Usage()
+        _set(usage, "input_tokens", found.get("input_tokens"))
+        _set(usage, "output_tokens", found.get("output_tokens"))
+        _set(usage, "cache_read_input_tokens", found.get("cache_read_input_tokens"))
+        _set(usage, "cache_creation_input_tokens", found.get("cache_creation_input_tokens"))
+        return usage
+    if api == "openai":
+        # Responses: `usage` on the response, streamed in response.completed (or .incomplete);
+        # Chat Completions: `usage` on the body, or on the last chunk of a stream.
+        response = obj.get("response")
+        found = response.get("usage") if isinstance(response, dict) else obj.get("usage")
+        if not isinstance(found, dict):
+            return usage
+        usage = Usage()
+        if "input_tokens" in found:
+            _set(usage, "input_tokens", found.get("input_tokens"))
+            _set(usage, "output_tokens", found.get("output_tokens"))
+            in_details = found.get("input_tokens_details") or {}
+            out_details = found.get("output_tokens_details") or {}
+        else:
+            _set(usage, "input_tokens", found.get("prompt_tokens"))
+            _set(usage, "output_tokens", found.get("completion_tokens"))
+            in_details = found.get("prompt_tokens_details") or {}
+            out_details = found.get("completion_tokens_details") or {}
+        _set(usage, "cache_read_input_tokens", in_details.get("cached_tokens"))
+        _set(usage, "reasoning_tokens", out_details.get("reasoning_tokens"))
+        return usage
+    found = obj.get("usageMetadata")
+    if not isinstance(found, dict):
+        return usage
+    # Each streamed chunk repeats the running totals: the last one is the answer.
+    usage = Usage()
+    _set(usage, "input_tokens", found.get("promptTokenCount"))
+    _set(usage, "output_tokens", found.get("candidatesTokenCount"))
+    _set(usage, "cache_read_input_tokens", found.get("cachedContentTokenCount"))
+    _set(usage, "reasoning_tokens", found.get("thoughtsTokenCount"))
+    return usage

@@ -1,0 +1,104 @@
+"""One call's usage and inference rows, as Arrow batches of exactly the tables' DDL schemas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from collector.proxy.providers import Usage
+from collector.schema import load_schema
+
+__all__ = ["Call", "agent_of", "inference_batch", "truncate", "usage_batch"]
+
+# Checked in order: Claude Code says `claude-cli/2.1.197 (external, cli)`, Codex CLI
+# `codex_cli_rs/0.169.0 …` (or codex_exec), Gemini CLI `GeminiCLI/0.61.0 …`.
+_AGENTS = (
+    ("claude-code", ("claude-cli", "claude-code")),
+    ("codex", ("codex",)),
+    ("gemini-cli", ("geminicli", "gemini-cli")),
+    ("cursor", ("cursor",)),
+)
+
+
+def agent_of(user_agent: str, route: str) -> str:
+    ua = user_agent.lower()
+    for agent, marks in _AGENTS:
+        if any(m in ua for m in marks):
+            return agent
+    # Cursor calls from its own servers with a generic client: its route says who it is.
+    return "cursor" if route == "cursor" else "other"
+
+
+def truncate(data: bytes, limit: int) -> tuple[str, bool]:
+    """At most ``limit`` bytes of UTF-8 text, cut on a character boundary."""
+    if len(data) <= limit:
+        return data.decode("utf-8", "replace"), False
+    return data[:limit].decode("utf-8", "ignore"), True
+
+
+@dataclass
+class Call:
+    """What the proxy learned about one call, filled in as it goes."""
+
+    request_id: str
+    time_unix_nano: int
+    route: str
+    operation: str
+    user_agent: str
+    token_name: str | None = None
+    endpoint: str | None = None
+    upstream_model: str | None = None
+    status: int = 0
+    usage: Usage | None = None
+    latency_ms: float = 0.0
+    first_byte_ms: float | None = None
+    streamed: bool = False
+    request_body: bytes = b""
+    response_body: bytearray = field(default_factory=bytearray)
+    response_truncated: bool = False
+
+
+def usage_batch(call: Call) -> pa.RecordBatch:
+    u = call.usage
+    row = {
+        "request_id": call.request_id,
+        "request_time_unix_nano": call.time_unix_nano,
+        "token_name": call.token_name,
+        "agent": agent_of(call.user_agent, call.route),
+        "user_agent": call.user_agent or None,
+        "route": call.route,
+        "operation": call.operation,
+        "endpoint": call.endpoint,
+        "upstream_model": call.upstream_model,
+        "status_code": call.status,
+        "input_tokens": u.input_tokens if u else None,
+        "output_tokens": u.output_tokens if u else None,
+        "cache_read_input_tokens": u.cache_read_input_tokens if u else None,
+        "cache_creation_input_tokens": u.cache_creation_input_tokens if u else None,
+        "reasoning_tokens": u.reasoning_tokens if u else None,
+        "latency_ms": call.latency_ms,
+        "time_to_first_token_ms": call.first_byte_ms,
+        "streamed": call.streamed,
+    }
+    return pa.RecordBatch.from_pylist([row], schema=load_schema("usage").arrow)
+
+
+def inference_batch(call: Call, limit: int) -> pa.RecordBatch:
+    request, request_cut = truncate(call.request_body, limit)
+    response, response_cut = truncate(bytes(call.response_body), limit)
+    row = {
+        "request_id": call.request_id,
+        "request_time_unix_nano": call.time_unix_nano,
+        "token_name": call.token_name,
+        "route": call.route,
+        "operation": call.operation,
+        "endpoint": call.endpoint,
+        "upstream_model": call.upstream_model,
+        "status_code": call.status,
+        "request_body": request,
+        "response_body": response,
+        "request_truncated": request_cut,
+        "response_truncated": response_cut or call.response_truncated,
+    }
+    return pa.RecordBatch.from_pylist([row], schema=load_schema("inference").arrow)

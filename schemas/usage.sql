@@ -1,0 +1,27 @@
+-- One row per call through the coding-agent proxy (collector/proxy). Token counts are as the
+-- provider reported them (NULL when it reported none, e.g. count_tokens or an error);
+-- input_tokens follows each provider's meaning (OpenAI and Gemini count cached input in it,
+-- Anthropic does not).
+CREATE TABLE <catalog>.<schema>.<table_prefix>_usage (
+  request_id STRING,
+  request_time_unix_nano LONG,
+  token_name STRING,
+  agent STRING,
+  user_agent STRING,
+  route STRING,
+  operation STRING,
+  endpoint STRING,
+  upstream_model STRING,
+  status_code INT,
+  input_tokens LONG,
+  output_tokens LONG,
+  cache_read_input_tokens LONG,
+  cache_creation_input_tokens LONG,
+  reasoning_tokens LONG,
+  latency_ms DOUBLE,
+  time_to_first_token_ms DOUBLE,
+  streamed BOOLEAN
+) USING DELTA
+TBLPROPERTIES (
+  'otel.schemaVersion' = 'v1'
+)

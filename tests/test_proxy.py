@@ -1,0 +1,658 @@
+"""The coding-agent proxy, driven by the providers' official SDKs against a real collector
+process; the upstream is tests/upstream_stub.py (the providers cannot be reached from tests)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+import httpx2 as httpx  # the HTTP client the SDKs themselves use
+import openai
+import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from collector.auth import add_token
+from tests import upstream_stub as up
+from tests.conftest import CollectorProcess
+from tests.readers import read_both, read_polars
+
+KEYS = {
+    "STUB_ANTHROPIC_KEY": "sk-ant-upstream-key",
+    "STUB_OPENAI_KEY": "sk-openai-upstream-key",
+    "STUB_GEMINI_KEY": "AIza-gemini-upstream-key",
+}
+USAGE_TABLE = "main.ai_gateway.agents_usage"
+INFERENCE_TABLE = "main.ai_gateway.agents_inference"
+
+PROXY_TOML = """
+tables = "main.ai_gateway.agents"
+max_payload_bytes = "64KiB"
+idle_timeout = 30
+
+[upstreams.anthropic]
+base_url = "{url}"
+api_key_env = "STUB_ANTHROPIC_KEY"
+
+[upstreams.openai]
+base_url = "{url}"
+api_key_env = "STUB_OPENAI_KEY"
+
+[upstreams.gemini]
+base_url = "{url}"
+api_key_env = "STUB_GEMINI_KEY"
+
+[routes.cursor]
+log_payloads = false
+
+[endpoints.databricks-claude-opus-4-6]
+upstream = "anthropic"
+model = "claude-opus-4-6"
+
+[endpoints.databricks-claude-overloaded]
+upstream = "anthropic"
+model = "claude-overloaded"
+
+[endpoints.databricks-claude-slow]
+upstream = "anthropic"
+model = "claude-slow"
+
+[endpoints.databricks-claude-limited]
+upstream = "anthropic"
+model = "claude-opus-4-6"
+requests_per_minute = 2
+
+[endpoints.databricks-gpt-5-2]
+upstream = "openai"
+model = "gpt-5.2"
+
+[endpoints.databricks-gpt-tpm]
+upstream = "openai"
+model = "gpt-5.2"
+tokens_per_minute = 10
+
+[endpoints.databricks-gemini-2-5-flash]
+upstream = "gemini"
+model = "gemini-2.5-flash"
+
+[endpoints.databricks-gemini-bad]
+upstream = "gemini"
+model = "gemini-bad"
+
+[endpoints.databricks-gemini-limited]
+upstream = "gemini"
+model = "gemini-2.5-flash"
+requests_per_minute = 1
+"""
+
+
+@dataclass
+class Gateway:
+    proc: CollectorProcess
+    stub: up.Stub
+    alice: str  # endpoint:databricks-*
+    bob: str  # a table grant only: may call no endpoint
+    carol: str  # endpoint:databricks-claude-*
+
+    def url(self, path: str) -> str:
+        return self.proc.url(path)
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    stub = up.Stub()
+    stub.start()
+    d = tmp_path_factory.mktemp("proxy")
+    tokens = d / "tokens.toml"
+    alice = add_token(tokens, "alice", ["endpoint:databricks-*"])
+    bob = add_token(tokens, "bob", ["main.agents.*"])
+    carol = add_token(tokens, "carol", ["endpoint:databricks-claude-*"])
+    config = d / "proxy.toml"
+    config.write_text(PROXY_TOML.format(url=stub.url))
+    proc = CollectorProcess(
+        d / "warehouse", "--proxy-config", str(config), "--tokens-file", str(tokens), env=KEYS
+    )
+    yield Gateway(proc, stub, alice, bob, carol)
+    assert proc.stop() == 0
+    stub.stop()
+    logs = proc.logs()
+    for secret in [alice, bob, carol, *KEYS.values()]:
+        assert secret not in logs
+
+
+def agent_ua(agent: str) -> str:
+    """A user agent of the agent's shape, unique so that a test finds its own rows."""
+    return f"{agent} test-{uuid.uuid4().hex[:12]}"
+
+
+def rows_of(gw: Gateway, table: str, where: Any, count: int = 1) -> list[dict[str, Any]]:
+    """The rows of ``table`` that ``where`` selects, once there are ``count``, read by polars
+    and DuckDB (asserted equal)."""
+    path = gw.proc.table_path(table)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if (path / "_delta_log").is_dir() and len(
+            [r for r in read_polars(path) if where(r)]
+        ) >= count:
+            break
+        time.sleep(0.1)
+    rows = [r for r in read_both(path, key=lambda r: r["request_id"]) if where(r)]
+    assert len(rows) == count, sorted(
+        (r["endpoint"], r["token_name"], r["status_code"]) for r in rows
+    )
+    return rows
+
+
+def usage_rows(gw: Gateway, ua: str, count: int = 1) -> list[dict[str, Any]]:
+    # Some SDKs add their own name to the user agent we set (google-genai does).
+    rows = rows_of(gw, USAGE_TABLE, lambda r: ua in (r["user_agent"] or ""), count)
+    for row in rows:
+        assert ua in row.pop("user_agent")
+        assert len(row.pop("request_id")) == 32
+        assert abs(row.pop("request_time_unix_nano") - time.time_ns()) < 60e9
+        latency, first = row.pop("latency_ms"), row.pop("time_to_first_token_ms")
+        assert latency > 0
+        assert first is None or 0 < first <= latency
+    return rows
+
+
+def inference_row(gw: Gateway, ua: str) -> dict[str, Any]:
+    (usage,) = rows_of(gw, USAGE_TABLE, lambda r: ua in (r["user_agent"] or ""))
+    (row,) = rows_of(gw, INFERENCE_TABLE, lambda r: r["request_id"] == usage["request_id"])
+    return row
+
+
+def usage(
+    *,
+    agent: str,
+    route: str,
+    operation: str,
+    endpoint: str,
+    model: str,
+    status: int = 200,
+    tokens: tuple[int, int, int, int, int] | None = None,
+    streamed: bool = False,
+    token_name: str = "alice",
+) -> dict[str, Any]:
+    names = (
+        "input_tokens",
+        "output_tokens",
+        "cache_read_input_tokens",
+        "cache_creation_input_tokens",
+        "reasoning_tokens",
+    )
+    return {
+        "token_name": token_name,
+        "agent": agent,
+        "route": route,
+        "operation": operation,
+        "endpoint": endpoint,
+        "upstream_model": model,
+        "status_code": status,
+        **dict(zip(names, tokens or (None,) * 5, strict=True)),
+        "streamed": streamed,
+    }
+
+
+def assert_forwarded_with_provider_key(seen: up.Seen, header: str, value: str, caller: str) -> None:
+    assert seen.headers[header] == value
+    for h in {"authorization", "x-api-key", "x-goog-api-key"} - {header}:
+        assert h not in seen.headers
+    assert all(caller not in v for v in seen.headers.values())
+
+
+def claude(gw: Gateway, token: str, ua: str, **kw: Any) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        base_url=gw.url("/anthropic"),
+        api_key=None,
+        auth_token=token,
+        max_retries=0,
+        default_headers={"User-Agent": ua},
+        **kw,
+    )
+
+
+# --- Anthropic Messages (Claude Code) ---------------------------------------------------------
+
+
+def test_anthropic_streaming_as_claude_code(gw: Gateway) -> None:
+    ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+    client = claude(gw, gw.alice, ua)
+    # Claude Code uses the beta surface: /v1/messages?beta=true with anthropic-beta headers.
+    with client.beta.messages.stream(
+        model="databricks-claude-opus-4-6",
+        max_tokens=256,
+        messages=[{"role": "user", "content": "Say hello"}],
+        betas=["interleaved-thinking-2025-05-14"],
+        extra_query={"beta": "true"},  # what Claude Code's TypeScript SDK adds
+    ) as stream:
+        texts = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert texts == up.ANTHROPIC_TEXT
+    assert final.usage.output_tokens == up.ANTHROPIC_OUTPUT_TOKENS
+    assert final.usage.cache_read_input_tokens == 100
+    seen = gw.stub.requests[-1]
+    assert (seen.path, seen.query) == ("/v1/messages", {"beta": "true"})
+    assert seen.body["model"] == "claude-opus-4-6"
+    assert seen.headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+    assert (
+        seen.headers["anthropic-version"]
+        == anthropic.Anthropic(api_key="x").default_headers["anthropic-version"]
+    )
+    assert_forwarded_with_provider_key(seen, "x-api-key", KEYS["STUB_ANTHROPIC_KEY"], gw.alice)
+
+    assert usage_rows(gw, ua) == [
+        usage(
+            agent="claude-code",
+            route="anthropic",
+            operation="messages",
+            endpoint="databricks-claude-opus-4-6",
+            model="claude-opus-4-6",
+            tokens=(25, 15, 100, 7, 0),
+            streamed=True,
+        )
+    ]
+    row = inference_row(gw, ua)
+    assert json.loads(row["request_body"])["model"] == "databricks-claude-opus-4-6"
+    assert row["response_body"] == b"".join(up.anthropic_events("claude-opus-4-6")).decode()
+    assert (row["request_truncated"], row["response_truncated"], row["status_code"]) == (
+        False,
+        False,
+        200,
+    )
+
+
+def test_anthropic_not_streamed_and_count_tokens_with_x_api_key(gw: Gateway) -> None:
+    ua = agent_ua("claude-cli/2.1.197 (external, sdk-cli)")
+    # ANTHROPIC_API_KEY instead of ANTHROPIC_AUTH_TOKEN: the token arrives as x-api-key.
+    client = anthropic.Anthropic(
+        base_url=gw.url("/anthropic"),
+        api_key=gw.alice,
+        max_retries=0,
+        default_headers={"User-Agent": ua},
+    )
+    message = client.messages.create(
+        model="databricks-claude-opus-4-6",
+        max_tokens=256,
+        messages=[{"role": "user", "content": "Say hello"}],
+    )
+    assert message.model_dump(exclude_none=True) == anthropic.types.Message.model_validate(
+        up.anthropic_message("claude-opus-4-6")
+    ).model_dump(exclude_none=True)
+    assert_forwarded_with_provider_key(
+        gw.stub.requests[-1], "x-api-key", KEYS["STUB_ANTHROPIC_KEY"], gw.alice
+    )
+    counted = client.messages.count_tokens(
+        model="databricks-claude-opus-4-6", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert counted.input_tokens == 42
+    assert gw.stub.requests[-1].body["model"] == "claude-opus-4-6"
+    common = dict(
+        agent="claude-code",
+        route="anthropic",
+        endpoint="databricks-claude-opus-4-6",
+        model="claude-opus-4-6",
+    )
+    rows = sorted(usage_rows(gw, ua, 2), key=lambda r: r["operation"])
+    assert rows == [
+        usage(operation="count_tokens", **common),
+        usage(operation="messages", tokens=(25, 15, 100, 7, 0), **common),
+    ]
+
+
+# --- OpenAI Responses (Codex CLI) and Chat Completions (Cursor) ---------------------------------
+
+
+def gpt(gw: Gateway, token: str, ua: str, route: str = "openai") -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=gw.url(f"/{route}/v1"),
+        api_key=token,
+        max_retries=0,
+        default_headers={"User-Agent": ua, "OpenAI-Beta": "responses=experimental"},
+    )
+
+
+def test_openai_responses_as_codex(gw: Gateway) -> None:
+    ua = agent_ua("codex_cli_rs/0.169.0 (Debian 13; x86_64) xterm")
+    client = gpt(gw, gw.alice, ua)
+    events = list(
+        client.responses.create(
+            model="databricks-gpt-5-2", input="What is the answer?", stream=True
+        )
+    )
+    assert [e.type for e in events][-1] == "response.completed"
+    assert [e.delta for e in events if e.type == "response.output_text.delta"] == up.RESPONSES_TEXT
+    assert events[-1].response.usage.model_dump(exclude_none=True) == up.RESPONSES_USAGE
+    seen = gw.stub.requests[-1]
+    assert (seen.path, seen.body["model"]) == ("/v1/responses", "gpt-5.2")
+    assert seen.headers["openai-beta"] == "responses=experimental"
+    assert_forwarded_with_provider_key(
+        seen, "authorization", f"Bearer {KEYS['STUB_OPENAI_KEY']}", gw.alice
+    )
+
+    response = client.responses.create(model="databricks-gpt-5-2", input="Again?")
+    assert response.output_text == "".join(up.RESPONSES_TEXT)
+    assert response.usage is not None and response.usage.total_tokens == 42
+    common = dict(
+        agent="codex",
+        route="openai",
+        operation="responses",
+        endpoint="databricks-gpt-5-2",
+        model="gpt-5.2",
+        tokens=(30, 12, 10, 0, 5),
+    )
+    rows = sorted(usage_rows(gw, ua, 2), key=lambda r: r["streamed"])
+    assert rows == [usage(**common), usage(streamed=True, **common)]
+
+
+def test_chat_completions_streaming_on_cursor_route_gets_usage(gw: Gateway) -> None:
+    ua = agent_ua("Go-http-client/2.0")
+    client = gpt(gw, gw.alice, ua, route="cursor")
+    chunks = list(
+        client.chat.completions.create(
+            model="databricks-gpt-5-2",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "".join(up.CHAT_TEXT)
+    # The proxy asked for the usage chunk (the client did not), so the caller sees it too.
+    assert gw.stub.requests[-1].body["stream_options"] == {"include_usage": True}
+    assert (
+        chunks[-1].usage is not None
+        and chunks[-1].usage.model_dump(exclude_none=True) == up.CHAT_USAGE
+    )
+    assert usage_rows(gw, ua) == [
+        usage(
+            agent="cursor",
+            route="cursor",
+            operation="chat.completions",
+            endpoint="databricks-gpt-5-2",
+            model="gpt-5.2",
+            tokens=(20, 5, 4, 0, 2),
+            streamed=True,
+        )
+    ]
+    # Payload logging is off for the cursor route.
+    (row,) = rows_of(gw, USAGE_TABLE, lambda r: ua in r["user_agent"])
+    time.sleep(0.5)
+    path = gw.proc.table_path(INFERENCE_TABLE)
+    assert not [r for r in read_polars(path) if r["request_id"] == row["request_id"]]
+
+
+def test_chat_completions_not_streamed(gw: Gateway) -> None:
+    ua = agent_ua("OpenAI/Python")
+    completion = gpt(gw, gw.alice, ua).chat.completions.create(
+        model="databricks-gpt-5-2", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert completion.model_dump(
+        exclude_none=True
+    ) == openai.types.chat.ChatCompletion.model_validate(up.chat_completion("gpt-5.2")).model_dump(
+        exclude_none=True
+    )
+    assert "stream_options" not in gw.stub.requests[-1].body
+    assert usage_rows(gw, ua) == [
+        usage(
+            agent="other",
+            route="openai",
+            operation="chat.completions",
+            endpoint="databricks-gpt-5-2",
+            model="gpt-5.2",
+            tokens=(20, 5, 4, 0, 2),
+        )
+    ]
+    row = inference_row(gw, ua)
+    assert json.loads(row["response_body"]) == up.chat_completion("gpt-5.2")
+
+
+# --- Gemini (Gemini CLI) ----------------------------------------------------------------------
+
+
+def gemini(
+    gw: Gateway, ua: str, *, bearer: str | None = None, api_key: str = "unused"
+) -> genai.Client:
+    # GEMINI_API_KEY_AUTH_MECHANISM=bearer makes Gemini CLI send Authorization: Bearer <key>.
+    headers = {"User-Agent": ua} | ({"Authorization": f"Bearer {bearer}"} if bearer else {})
+    return genai.Client(
+        api_key=api_key,
+        http_options=types.HttpOptions(
+            base_url=gw.url("/gemini"), api_version="v1beta", headers=headers
+        ),
+    )
+
+
+def test_gemini_as_gemini_cli(gw: Gateway) -> None:
+    ua = agent_ua("GeminiCLI/0.61.0/gemini-2.5-flash (linux; x64)")
+    client = gemini(gw, ua, bearer=gw.alice)
+    chunks = list(
+        client.models.generate_content_stream(model="databricks-gemini-2-5-flash", contents="Salut")
+    )
+    assert [c.text for c in chunks] == up.GEMINI_TEXT
+    assert chunks[-1].usage_metadata.thoughts_token_count == 6
+    seen = gw.stub.requests[-1]
+    assert seen.path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+    assert seen.query == {"alt": "sse"}
+    assert_forwarded_with_provider_key(seen, "x-goog-api-key", KEYS["STUB_GEMINI_KEY"], gw.alice)
+
+    response = client.models.generate_content(model="databricks-gemini-2-5-flash", contents="Salut")
+    assert response.text == "".join(up.GEMINI_TEXT)
+    assert (
+        client.models.count_tokens(model="databricks-gemini-2-5-flash", contents="x").total_tokens
+        == 31
+    )
+    assert gw.stub.requests[-1].path == "/v1beta/models/gemini-2.5-flash:countTokens"
+    common = dict(
+        agent="gemini-cli",
+        route="gemini",
+        endpoint="databricks-gemini-2-5-flash",
+        model="gemini-2.5-flash",
+    )
+    rows = sorted(usage_rows(gw, ua, 3), key=lambda r: r["operation"])
+    assert rows == [
+        usage(operation="countTokens", **common),
+        usage(operation="generateContent", tokens=(11, 9, 3, 0, 6), **common),
+        usage(operation="streamGenerateContent", tokens=(11, 9, 3, 0, 6), streamed=True, **common),
+    ]
+
+
+def test_gemini_with_x_goog_api_key(gw: Gateway) -> None:
+    ua = agent_ua("google-genai-sdk")
+    client = gemini(gw, ua, api_key=gw.alice)  # the SDK closes its HTTP client with it
+    response = client.models.generate_content(model="databricks-gemini-2-5-flash", contents="Salut")
+    assert response.usage_metadata.prompt_token_count == 11
+    assert_forwarded_with_provider_key(
+        gw.stub.requests[-1], "x-goog-api-key", KEYS["STUB_GEMINI_KEY"], gw.alice
+    )
+
+
+# --- auth, grants, rate limits, errors, disconnects -------------------------------------------
+
+
+def test_unknown_token_is_401_in_each_providers_format(gw: Gateway) -> None:
+    ua = agent_ua("test")
+    with pytest.raises(anthropic.AuthenticationError) as a:
+        claude(gw, "not-a-token", ua).messages.create(
+            model="databricks-claude-opus-4-6",
+            max_tokens=1,
+            messages=[{"role": "user", "content": "x"}],
+        )
+    assert a.value.body == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": "unknown bearer token"},
+    }
+    with pytest.raises(openai.AuthenticationError) as o:
+        gpt(gw, "not-a-token", ua).responses.create(model="databricks-gpt-5-2", input="x")
+    assert o.value.response.json() == {
+        "error": {
+            "message": "unknown bearer token",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
+    g_client = gemini(gw, ua, bearer="not-a-token")  # kept: it closes its HTTP client when freed
+    with pytest.raises(genai_errors.ClientError) as g:
+        g_client.models.generate_content(model="databricks-gemini-2-5-flash", contents="x")
+    assert (g.value.code, g.value.status) == (401, "UNAUTHENTICATED")
+    no_token = httpx.post(gw.url("/openai/v1/responses"), json={"model": "databricks-gpt-5-2"})
+    assert no_token.status_code == 401
+    assert no_token.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_endpoint_grants_are_403_in_each_providers_format(gw: Gateway) -> None:
+    ua = agent_ua("test")
+    with pytest.raises(anthropic.PermissionDeniedError) as a:
+        claude(gw, gw.bob, ua).messages.create(
+            model="databricks-claude-opus-4-6",
+            max_tokens=1,
+            messages=[{"role": "user", "content": "x"}],
+        )
+    assert a.value.body == {
+        "type": "error",
+        "error": {
+            "type": "permission_error",
+            "message": "token 'bob' may not call endpoint 'databricks-claude-opus-4-6'",
+        },
+    }
+    # carol's grant endpoint:databricks-claude-* covers Claude and nothing else.
+    claude(gw, gw.carol, ua).messages.create(
+        model="databricks-claude-opus-4-6",
+        max_tokens=1,
+        messages=[{"role": "user", "content": "x"}],
+    )
+    with pytest.raises(openai.PermissionDeniedError) as o:
+        gpt(gw, gw.carol, ua).chat.completions.create(
+            model="databricks-gpt-5-2", messages=[{"role": "user", "content": "x"}]
+        )
+    assert o.value.response.json()["error"] == {
+        "message": "token 'carol' may not call endpoint 'databricks-gpt-5-2'",
+        "type": "permission_error",
+        "param": None,
+        "code": "permission_denied",
+    }
+    g_client = gemini(gw, ua, bearer=gw.carol)  # kept: it closes its HTTP client when freed
+    with pytest.raises(genai_errors.ClientError) as g:
+        g_client.models.generate_content(model="databricks-gemini-2-5-flash", contents="x")
+    assert (g.value.code, g.value.status) == (403, "PERMISSION_DENIED")
+    statuses = sorted((r["token_name"], r["status_code"]) for r in usage_rows(gw, ua, 4))
+    assert statuses == [("bob", 403), ("carol", 200), ("carol", 403), ("carol", 403)]
+
+
+def test_rate_limits_are_429_with_retry_after(gw: Gateway) -> None:
+    ua = agent_ua("test")
+    client = claude(gw, gw.alice, ua)
+    ask = dict(max_tokens=1, messages=[{"role": "user", "content": "x"}])
+    for _ in range(2):
+        client.messages.create(model="databricks-claude-limited", **ask)
+    with pytest.raises(anthropic.RateLimitError) as a:
+        client.messages.create(model="databricks-claude-limited", **ask)
+    assert 1 <= int(a.value.response.headers["Retry-After"]) <= 60
+    assert a.value.body["error"]["type"] == "rate_limit_error"
+    # Per token: carol still has her own two requests.
+    claude(gw, gw.carol, ua).messages.create(model="databricks-claude-limited", **ask)
+
+    # Tokens per minute: the first call's 42 tokens use up the 10 a minute.
+    openai_client = gpt(gw, gw.alice, ua)
+    openai_client.responses.create(model="databricks-gpt-tpm", input="x")
+    with pytest.raises(openai.RateLimitError) as o:
+        openai_client.responses.create(model="databricks-gpt-tpm", input="x")
+    assert int(o.value.response.headers["Retry-After"]) >= 1
+    assert o.value.response.json()["error"]["code"] == "rate_limit_exceeded"
+
+    g_client = gemini(gw, ua, bearer=gw.alice)
+    g_client.models.generate_content(model="databricks-gemini-limited", contents="x")
+    with pytest.raises(genai_errors.ClientError) as g:
+        g_client.models.generate_content(model="databricks-gemini-limited", contents="x")
+    assert (g.value.code, g.value.status) == (429, "RESOURCE_EXHAUSTED")
+    (detail,) = g.value.details["error"]["details"]
+    assert detail["@type"] == "type.googleapis.com/google.rpc.RetryInfo"
+    assert detail["retryDelay"].endswith("s")
+    codes = sorted(r["status_code"] for r in usage_rows(gw, ua, 8))
+    assert codes == [200] * 5 + [429] * 3
+
+
+def test_upstream_errors_are_relayed_as_sent(gw: Gateway) -> None:
+    ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+    with pytest.raises(anthropic.APIStatusError) as a:
+        claude(gw, gw.alice, ua).messages.create(
+            model="databricks-claude-overloaded",
+            max_tokens=1,
+            messages=[{"role": "user", "content": "x"}],
+            stream=True,
+        )
+    assert a.value.status_code == 529
+    assert a.value.body == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"},
+    }
+    assert a.value.response.headers["request-id"] == "req_overloaded"
+    assert usage_rows(gw, ua) == [
+        usage(
+            agent="claude-code",
+            route="anthropic",
+            operation="messages",
+            endpoint="databricks-claude-overloaded",
+            model="claude-overloaded",
+            status=529,
+        )
+    ]
+    g_client = gemini(gw, ua, bearer=gw.alice)  # kept: it closes its HTTP client when freed
+    with pytest.raises(genai_errors.ClientError) as g:
+        g_client.models.generate_content(model="databricks-gemini-bad", contents="x")
+    assert (g.value.code, g.value.message) == (400, "Invalid JSON payload received.")
+
+
+def test_client_disconnect_cancels_the_upstream_stream(gw: Gateway) -> None:
+    ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+    client = claude(gw, gw.alice, ua)
+    with client.messages.stream(
+        model="databricks-claude-slow", max_tokens=1, messages=[{"role": "user", "content": "x"}]
+    ) as stream:
+        for event in stream:
+            if event.type == "content_block_delta":
+                break
+    deadline = time.monotonic() + 5
+    while "claude-slow" not in gw.stub.cancelled and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "claude-slow" in gw.stub.cancelled
+    (row,) = usage_rows(gw, ua)
+    assert (row["status_code"], row["streamed"], row["input_tokens"]) == (499, True, 25)
+
+
+def test_first_byte_latency_added_by_the_proxy(gw: Gateway) -> None:
+    """Time to the first SSE byte through the proxy against straight from the stub."""
+    body = {
+        "model": "claude-opus-4-6",
+        "max_tokens": 1,
+        "stream": True,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+
+    def first_byte(url: str, headers: dict[str, str], model: str) -> float:
+        with httpx.Client() as http:
+            best = float("inf")
+            for _ in range(10):
+                started = time.perf_counter()
+                with http.stream("POST", url, json=body | {"model": model}, headers=headers) as r:
+                    chunks = r.iter_raw()
+                    next(chunks)
+                    best = min(best, time.perf_counter() - started)
+                    for _ in chunks:
+                        pass
+            return best
+
+    direct = first_byte(gw.stub.url + "/v1/messages", {}, "claude-opus-4-6")
+    proxied = first_byte(
+        gw.url("/anthropic/v1/messages"),
+        {"Authorization": f"Bearer {gw.alice}", "anthropic-version": "2023-06-01"},
+        "databricks-claude-opus-4-6",
+    )
+    print(f"first byte: direct {direct * 1000:.2f} ms, through the proxy {proxied * 1000:.2f} ms")
+    assert proxied - direct < 0.05

@@ -1,0 +1,106 @@
+"""The proxy's pure parts: SSE splitting, usage folding, truncation, limits, grants, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collector.auth import ANONYMOUS, Authenticator, EndpointGrant, TokensError, add_token
+from collector.config import ConfigError
+from collector.errors import PermissionDenied
+from collector.proxy.config import load_proxy_config, parse_proxy_config
+from collector.proxy.providers import Usage, usage_from
+from collector.proxy.ratelimit import RateLimited, RateLimiter
+from collector.proxy.records import agent_of, truncate
+from collector.proxy.sse import SseParser
+from tests import upstream_stub as up
+
+
+def test_sse_events_split_anywhere_even_inside_crlf() -> None:
+    stream = b"".join(up.gemini_events("gemini-2.5-flash"))  # CRLF line ends
+    whole = list(SseParser().feed(stream))
+    assert len(whole) == 2 and whole[-1]["usageMetadata"] == up.GEMINI_USAGE
+    for cut in range(1, len(stream)):
+        parser = SseParser()
+        assert [*parser.feed(stream[:cut]), *parser.feed(stream[cut:]), *parser.close()] == whole
+
+
+def test_usage_folded_from_each_providers_stream() -> None:
+    def fold(api: str, events: list[bytes]) -> Usage | None:
+        parser, usage = SseParser(), None
+        for event in parser.feed(b"".join(events)):
+            usage = usage_from(api, event, usage)
+        return usage
+
+    assert fold("anthropic", up.anthropic_events("m")) == Usage(25, 15, 100, 7, 0)
+    assert fold("openai", up.responses_events("m")) == Usage(30, 12, 10, 0, 5)
+    assert fold("openai", up.chat_events("m", include_usage=True)) == Usage(20, 5, 4, 0, 2)
+    assert fold("openai", up.chat_events("m", include_usage=False)) is None
+    assert fold("gemini", up.gemini_events("m")) == Usage(11, 9, 3, 0, 6)
+
+
+def test_truncation_keeps_whole_characters() -> None:
+    assert truncate("héllo".encode(), 100) == ("héllo", False)
+    assert truncate("héllo".encode(), 2) == ("h", True)  # é is two bytes: not cut in half
+    assert truncate(b"abc", 3) == ("abc", False)
+
+
+def test_agents_from_user_agents() -> None:
+    assert agent_of("claude-cli/2.1.197 (external, cli)", "anthropic") == "claude-code"
+    assert agent_of("codex_cli_rs/0.169.0 (Debian 13; x86_64)", "openai") == "codex"
+    assert agent_of("GeminiCLI/0.61.0/gemini-2.5-flash (linux; x64)", "gemini") == "gemini-cli"
+    assert agent_of("Go-http-client/2.0", "cursor") == "cursor"
+    assert agent_of("curl/8.5.0", "openai") == "other"
+
+
+def test_rate_limiter_windows() -> None:
+    now = [1000.0]
+    limiter = RateLimiter(clock=lambda: now[0])
+    limiter.admit("a", "e", rpm=2, tpm=0)
+    now[0] += 10
+    limiter.admit("a", "e", rpm=2, tpm=0)
+    with pytest.raises(RateLimited) as e:
+        limiter.admit("a", "e", rpm=2, tpm=0)
+    assert e.value.retry_after == pytest.approx(50)
+    limiter.admit("b", "e", rpm=2, tpm=0)  # per token
+    now[0] += 50
+    limiter.admit("a", "e", rpm=2, tpm=0)  # the first request left the window
+
+    limiter.record_tokens("a", "t", 30, tpm=50)
+    now[0] += 20
+    limiter.record_tokens("a", "t", 30, tpm=50)
+    with pytest.raises(RateLimited) as e:
+        limiter.admit("a", "t", rpm=0, tpm=50)
+    assert e.value.retry_after == pytest.approx(40)  # when the first 30 tokens expire
+
+
+def test_endpoint_grants(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.toml"
+    token = add_token(path, "alice", ["main.agents.*", "endpoint:databricks-claude-*"])
+    principal = Authenticator(path).authenticate(f"Bearer {token}")
+    principal.authorize_endpoint("databricks-claude-opus-4-6")
+    with pytest.raises(PermissionDenied):
+        principal.authorize_endpoint("databricks-gpt-5-2")
+    assert 'grants = ["main.agents.*", "endpoint:databricks-claude-*"]' in path.read_text()
+    ANONYMOUS.authorize_endpoint("anything")
+    assert EndpointGrant("*").allows_endpoint("x")
+    with pytest.raises(TokensError):
+        add_token(path, "bob", ["endpoint:"])
+    with pytest.raises(TokensError):
+        add_token(path, "bob", ["endpoint:a/b"])
+
+
+def test_example_config_and_its_errors(tmp_path: Path) -> None:
+    env = {"ANTHROPIC_API_KEY": "a", "OPENAI_API_KEY": "b", "GEMINI_API_KEY": "c"}
+    example = Path(__file__).resolve().parent.parent / "examples" / "proxy.toml"
+    config = load_proxy_config(example, env)
+    assert str(config.inference_table) == "main.ai_gateway.agents_inference"
+    assert config.endpoints["databricks-claude-opus-4-6"].model == "claude-opus-4-6"
+    assert "'a'" not in repr(config.endpoints["databricks-claude-opus-4-6"].upstream)
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
+        load_proxy_config(example, {"ANTHROPIC_API_KEY": "a", "GEMINI_API_KEY": "c"})
+    with pytest.raises(ConfigError, match="tables"):
+        parse_proxy_config({}, env, "x")
+    with pytest.raises(ConfigError, match="unknown route"):
+        parse_proxy_config({"tables": "a.b.c", "routes": {"bedrock": {}}}, env, "x")

@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from collector.compression import BodyReader
-from collector.errors import ExportError, PermissionDenied, Unauthenticated
+from collector.errors import ExportError, PermissionDenied, Unauthenticated, Unavailable
 from collector.pipeline import Pipeline
 from collector.proxy.config import API_OF_ROUTE, Endpoint, ProxyConfig
 from collector.proxy.providers import caller_token, error_body, upstream_auth, usage_from
@@ -245,6 +245,12 @@ class Proxy:
     async def _call(
         self, request: web.Request, call: Call, api: str, principal: Any, started: float
     ) -> web.StreamResponse:
+        try:
+            # When the collector cannot take more rows, refuse before spending the caller's
+            # tokens upstream: a call whose usage could not be recorded must not happen.
+            self.pipeline.admit()
+        except Unavailable as e:
+            raise _Refusal(503, e.message, e.retry_after) from None
         body = await self._read_body(request)
         call.request_body = body
         if api == "gemini":

@@ -45,7 +45,7 @@ class FlushPolicy:
 class TableState:
     """What /readyz shows of a table."""
 
-    rows: int = 0
+    rows: int = 0  # held: buffered, or in a flush that has not committed yet
     bytes: int = 0
     failures: int = 0
     last_error: str | None = None
@@ -69,18 +69,12 @@ class _TableBuffer:
         since = self.since
         if self.entries:
             self.since = time.monotonic()
-        self._count(taken, -1)
         return taken, since
 
     def put_back(self, entries: list[Entry], since: float) -> None:
         """Return entries whose flush failed, ahead of any that arrived since."""
         self.entries[:0] = entries
         self.since = since
-        self._count(entries, 1)
-
-    def _count(self, entries: list[Entry], sign: int) -> None:
-        self.state.rows += sign * sum(b.num_rows for _, b in entries)
-        self.state.bytes += sign * sum(b.nbytes for _, b in entries)
 
 
 class Buffers:
@@ -191,6 +185,8 @@ class Buffers:
                 )
                 return False
             self.held_bytes -= nbytes
+            buf.state.rows -= rows
+            buf.state.bytes -= nbytes
             self._committed(table, entries[-1][0])
             buf.state.failures = 0
             buf.state.last_error = None

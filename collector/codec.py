@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import json
-from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
 from collector.errors import ExportError, InvalidArgument, UnsupportedMediaType
+from collector.otlpjson import JsonError, Node, from_json
 from collector.signals import Signal
 
 __all__ = [
@@ -27,12 +26,6 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 MEDIA_TYPES = (PROTOBUF, JSON)
 
-# OTLP/JSON writes these bytes fields as hex, where proto3's JSON mapping expects base64. They
-# appear as JSON keys only in Span, Span.Link, LogRecord and Exemplar (attribute keys are values).
-_HEX_FIELDS = frozenset(
-    {"traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"}
-)
-
 
 def media_type(content_type: str | None) -> str:
     """The media type of a Content-Type header, without parameters; 415 if we do not take it."""
@@ -44,43 +37,18 @@ def media_type(content_type: str | None) -> str:
     return media
 
 
-def _hex_to_base64(node: Any) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in _HEX_FIELDS and isinstance(value, str):
-                try:
-                    node[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
-                except ValueError:
-                    raise InvalidArgument(f"{key} {value[:64]!r} is not a hex string") from None
-            else:
-                _hex_to_base64(value)
-    elif isinstance(node, list):
-        for item in node:
-            _hex_to_base64(item)
-
-
-def decode_request(signal: Signal, body: bytes, media: str) -> Message:
+def decode_request(signal: Signal, body: bytes, media: str) -> Message | Node:
+    """The OTLP request in ``body``: a protobuf message, or for JSON a :class:`Node` tree the
+    flatteners read the same way."""
     request = signal.request_type()
     name = request.DESCRIPTOR.name
     if media == JSON:
         if not body.strip():
             return request  # an empty body is an empty request, as with protobuf
         try:
-            tree = json.loads(body)
-            _hex_to_base64(tree)
-            json_format.ParseDict(tree, request, ignore_unknown_fields=True)
-        except InvalidArgument:
-            raise
-        except (
-            json_format.ParseError,
-            ValueError,  # JSONDecodeError, UnicodeDecodeError
-            TypeError,
-            AttributeError,
-            KeyError,
-            RecursionError,
-        ) as e:
+            return from_json(json.loads(body), request.DESCRIPTOR)
+        except (JsonError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
             raise InvalidArgument(f"cannot decode the body as an OTLP {name} (JSON): {e}") from None
-        return request
     try:
         request.ParseFromString(body)
     except (DecodeError, RecursionError) as e:

@@ -47,7 +47,7 @@ def decode_request(signal: Signal, body: bytes, media: str) -> Message | Node:
             return request  # an empty body is an empty request, as with protobuf
         try:
             return from_json(json.loads(body), request.DESCRIPTOR)
-        except (JsonError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        except (JsonError, ValueError, TypeError, RecursionError) as e:  # incl. JSONDecodeError
             raise InvalidArgument(f"cannot decode the body as an OTLP {name} (JSON): {e}") from None
     try:
         request.ParseFromString(body)

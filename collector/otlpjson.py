@@ -29,7 +29,16 @@ F = FieldDescriptor
 
 
 class JsonError(ValueError):
-    """The JSON does not describe an OTLP message; the message says where."""
+    """The JSON does not describe an OTLP message; ``str()`` says where, as a JSON path."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[str] = []  # filled in on the way out: keys and [indexes]
+
+    def __str__(self) -> str:
+        where = "".join(p if p.startswith("[") else f".{p}" for p in self.path).lstrip(".")
+        return f"{where}: {self.reason}" if where else self.reason
 
 
 class Node:
@@ -104,10 +113,11 @@ def _bool(value: Any) -> bool:
 
 
 def _hex(value: Any) -> bytes:
+    text = _string(value)
     try:
-        return bytes.fromhex(_string(value))
+        return bytes.fromhex(text)
     except ValueError:
-        raise JsonError(f"{value[:64]!r} is not a hex string") from None
+        raise JsonError(f"{text[:64]!r} is not a hex string") from None
 
 
 def _base64(value: Any) -> bytes:
@@ -204,10 +214,17 @@ def _converter(field: FieldDescriptor) -> Callable[[Any], Any]:
 
     def many(value: Any) -> list[Any]:
         if not isinstance(value, list):
-            raise JsonError(f"{field.json_name} must be a list")
-        if any(v is None for v in value):
-            raise JsonError(f"{field.json_name} holds a null")
-        return [one(v) for v in value]
+            raise JsonError("must be a list")
+        out = []
+        for i, v in enumerate(value):
+            try:
+                if v is None:
+                    raise JsonError("null is not allowed in a list")
+                out.append(one(v))
+            except JsonError as e:
+                e.path.insert(0, f"[{i}]")
+                raise
+        return out
 
     return many
 
@@ -226,7 +243,8 @@ def _message(value: Any, cls: type[Node]) -> Node:
         try:
             fields[name] = convert(item)
         except JsonError as e:
-            raise JsonError(f"{cls.__name__}.{key}: {e}") from None
+            e.path.insert(0, key)
+            raise
     return node
 
 

@@ -146,7 +146,8 @@ class Pipeline:
             await self.wal.durable(lsn)
         except OSError as e:
             raise Unavailable(f"cannot sync the WAL: {e}", retry_after=retry) from None
-        self.buffers.check(table)
+        if not repeated:
+            self.buffers.check(table)
 
     def health(self) -> tuple[bool, dict[str, object]]:
         """Whether requests can be accepted now, and the state behind the answer (/readyz)."""

@@ -138,7 +138,11 @@ class Collector:
             grpc=str(self.grpc_address) if self.grpc_address else "off",
             warehouse=str(self.sink.warehouse),
             default_table=self.config.default_table,
-            auth="tokens" if self.pipeline.auth.enabled else "none (loopback only)",
+            auth="tokens"
+            if self.pipeline.auth.enabled
+            else "none (--allow-unauthenticated)"
+            if self.config.allow_unauthenticated
+            else "none (loopback only)",
             tls=self.config.tls_cert is not None,
             durability=self.config.durability,
         )

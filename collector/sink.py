@@ -70,9 +70,13 @@ class DeltaSink:
                         raise_if_key_not_exists=False,
                     )
                     created = True
-                except Exception:
-                    # Another process may have created it between our look and our create.
-                    dt = DeltaTable(location)
+                except Exception as create_error:
+                    # Another process may have created it between our look and our create; if
+                    # it did not, the create's own error is the one worth reporting.
+                    try:
+                        dt = DeltaTable(location)
+                    except Exception:
+                        raise create_error from None
             schema.check_delta_schema(dt.schema().to_json())
             self._tables[table] = dt
             return created

@@ -98,6 +98,7 @@ class WriteAheadLog:
         self._retired: list[int] = []
         self._sync: asyncio.Task[None] | None = None
         self.error: str | None = None  # the last write or sync failure, for /readyz
+        self._digests_swept = 0.0
 
     def _instance_id(self) -> str:
         """A stable identity for this log: the Delta transaction app id of its commits."""
@@ -121,7 +122,9 @@ class WriteAheadLog:
         never acknowledged. Must be consumed fully before :meth:`write` is called.
         """
         self._load_digest_files()
-        for path in sorted(self.directory.glob("*.wal")):
+        paths = sorted(self.directory.glob("*.wal"))
+        newest = paths[-1] if paths else None
+        for path in paths:
             # A segment is named after the first LSN it was opened for. The newest one is never
             # deleted, even empty, so that LSNs stay above every version committed to Delta
             # across restarts: a reused LSN would be taken for one already stored.
@@ -136,10 +139,13 @@ class WriteAheadLog:
                 os.truncate(path, segment.size)
             if segment.tables:
                 self._segments.append(segment)
-            else:
-                path.unlink()  # empty: the segment opened below takes its place
+            elif path != newest:
+                path.unlink()  # an empty segment left by a crash right after it was opened
         self._written_lsn = self.synced_lsn = self._next_lsn - 1
-        self._open_segment()
+        if newest is not None and not newest.stat().st_size:
+            self._open_segment(newest)  # keep writing where the log ends: it holds the LSN floor
+        else:
+            self._open_segment()
 
     def _read(self, path: Path) -> Iterator[tuple[WalRecord, int]]:
         data = path.read_bytes()
@@ -171,14 +177,14 @@ class WriteAheadLog:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def _open_segment(self) -> None:
-        path = self.directory / f"{self._next_lsn:020d}.wal"
+    def _open_segment(self, path: Path | None = None) -> None:
+        path = path or self.directory / f"{self._next_lsn:020d}.wal"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         _fsync_dir(self.directory)  # the new file's name must survive a crash with its data
         if self._fd >= 0:
             self._retired.append(self._fd)
         self._fd = fd
-        self._segments.append(_Segment(path, self._next_lsn, size=os.fstat(fd).st_size))
+        self._segments.append(_Segment(path, int(path.stem), size=os.fstat(fd).st_size))
 
     def _note(
         self, segment: _Segment, lsn: int, table: TableName, digest: bytes, at: float, end: int
@@ -200,18 +206,25 @@ class WriteAheadLog:
         and the LSN is the original's (0 if that one is committed and gone)."""
         payload = _ipc(batch)
         digest = self.digest(table, payload)
-        prior = self._seen.get(digest) if self.dedup_window else None
-        if prior is not None:
-            return prior[1], True
         now = time.time()
+        if self.dedup_window:
+            self._forget(now - self.dedup_window)
+            prior = self._seen.get(digest)
+            if prior is not None and prior[0] >= now - self.dedup_window:
+                return prior[1], True
         lsn = self._next_lsn
         name = str(table).encode()
-        body = b"".join((_HEAD.pack(lsn, now, digest, len(name)), name, payload.to_pybytes()))
-        frame = _FRAME.pack(len(body), zlib.crc32(body)) + body
+        head = _HEAD.pack(lsn, now, digest, len(name))
+        crc = zlib.crc32(payload, zlib.crc32(name, zlib.crc32(head)))
+        size = len(head) + len(name) + payload.size
+        parts = [_FRAME.pack(size, crc), head, name, payload]
         try:
-            written = os.write(self._fd, frame)
-            while written < len(frame):
-                written += os.write(self._fd, frame[written:])
+            # One gathered write, no copy of the (possibly megabytes of) Arrow payload.
+            written = os.writev(self._fd, parts)
+            if written < _FRAME.size + size:
+                rest = b"".join(bytes(p) if isinstance(p, pa.Buffer) else p for p in parts)
+                while written < len(rest):
+                    written += os.write(self._fd, rest[written:])
         except OSError as e:
             self.error = f"cannot write the WAL: {e}"
             # Cut a partial record off, so that what follows is readable.
@@ -221,7 +234,7 @@ class WriteAheadLog:
         self._next_lsn += 1
         self._written_lsn = lsn
         segment = self._segments[-1]
-        self._note(segment, lsn, table, digest, now, segment.size + len(frame))
+        self._note(segment, lsn, table, digest, now, segment.size + _FRAME.size + size)
         if segment.size >= self.segment_bytes:
             self._open_segment()
         return lsn, False
@@ -250,6 +263,27 @@ class WriteAheadLog:
         self.synced_lsn = max(self.synced_lsn, target)
         self.error = None
 
+    def _forget(self, horizon: float) -> None:
+        """Drop digests older than the window (the dict is in about the order they came)."""
+        seen = self._seen
+        while seen:
+            digest = next(iter(seen))
+            if seen[digest][0] >= horizon:
+                return
+            del seen[digest]
+
+    def _remove_old_digest_files(self) -> None:
+        now = time.time()
+        if now - self._digests_swept < 60:
+            return
+        self._digests_swept = now
+        for path in self.directory.glob("*.digests"):
+            try:
+                if path.stat().st_mtime < now - self.dedup_window:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
+
     # --- after commits -----------------------------------------------------------------------
 
     def committed(self, table: TableName, lsn: int) -> None:
@@ -262,6 +296,7 @@ class WriteAheadLog:
         for segment in self._segments[:-1]:
             if self._covered(segment):
                 self._drop(segment)
+        self._remove_old_digest_files()
 
     def _covered(self, segment: _Segment) -> bool:
         return all(self._committed.get(t, 0) >= lsn for t, lsn in segment.tables.items())
@@ -279,11 +314,8 @@ class WriteAheadLog:
         for digest, at in segment.digests:
             if at < horizon:
                 self._seen.pop(digest, None)
-            else:
-                self._seen[digest] = (at, 0)
-
-    def pending_segments(self) -> int:
-        return len(self._segments)
+            elif digest in self._seen:
+                self._seen[digest] = (at, 0)  # stays in its place: the dict keeps time order
 
     def close(self) -> None:
         for fd in [self._fd, *self._retired]:

@@ -40,6 +40,14 @@ def become_worker() -> int | None:
     return int(index)
 
 
+def _exit_status(code: int) -> int:
+    """A worker's exit as the shell reports it; the signal we forwarded is a clean stop (a
+    worker still starting has no handler for it yet)."""
+    if code in (-signal.SIGTERM, -signal.SIGINT):
+        return 0
+    return 128 - code if code < 0 else code
+
+
 def supervise(argv: Sequence[str], workers: int) -> int:
     """Run ``workers`` copies of ``python -m collector <argv>``; return the worst exit code."""
     stopping = False
@@ -76,9 +84,12 @@ def supervise(argv: Sequence[str], workers: int) -> int:
             # A worker died on its own: its WAL keeps what it acknowledged; start it again.
             log.error("worker exited, restarting", worker=i, code=code)
             time.sleep(max(0.0, restarts[i] + 1.0 - time.monotonic()))
+            if stopping:  # a signal came while we waited: do not start what nobody will stop
+                codes[i] = code
+                continue
             restarts[i] = time.monotonic()
             start(i)
             alive += 1
         if stopping and not alive:
-            return max(codes.values(), default=0)
+            return max((_exit_status(c) for c in codes.values()), default=0)
         time.sleep(0.1)

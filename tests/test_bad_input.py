@@ -321,3 +321,33 @@ def test_body_over_the_cap_is_413(tmp_path: Path) -> None:
 def read_both_when(path: Path, count: int) -> list[dict]:
     wait_for_rows(path, count)
     return read_both(path, key=lambda r: str(r))
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        ({"traceId": 5}, "traceId: expected a string, got int"),
+        ({"spanId": {}}, "spanId: expected a string, got dict"),
+        ({"traceId": "zz"}, "traceId: 'zz' is not a hex string"),
+        ({"timeUnixNano": "soon"}, "timeUnixNano: expected an integer, got 'soon'"),
+        ({"body": []}, "body: AnyValue must be a JSON object, got list"),
+        ({"attributes": [None]}, "attributes[0]: null is not allowed in a list"),
+    ],
+)
+def test_malformed_json_fields_are_400(
+    collector: CollectorProcess, table_prefix: str, record: dict, reason: str
+) -> None:
+    import json
+
+    table = f"{table_prefix}_otel_logs"
+    body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]}).encode()
+    status, headers, answer = post(
+        collector, "/v1/logs", body, table, content_type="application/json"
+    )
+    assert status == 400
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(answer)["message"] == (
+        "cannot decode the body as an OTLP ExportLogsServiceRequest (JSON): "
+        f"resourceLogs[0].scopeLogs[0].logRecords[0].{reason}"
+    )
+    assert_not_written(collector, table)

@@ -164,3 +164,25 @@ def test_a_flood_gets_retryable_answers_and_memory_stays_bounded(tmp_path: Path)
     # Everything acknowledged was stored at shutdown: one row per data point per request.
     rows = read_both(proc.table_path(table), key=lambda r: r["name"])
     assert len(rows) == (answers[200] + 1) * 183
+
+
+def test_a_retry_after_restart_is_acknowledged_once(tmp_path: Path) -> None:
+    """The retry of a request committed before a restart is recognised by its digest, even
+    when it is the first request the new process sees for that table."""
+    body = distinct_logs(LOGS, 42)
+    proc = CollectorProcess(tmp_path / "wh", "--flush-interval", "0.1")
+    try:
+        assert post(proc, "/v1/logs", body, TABLE)[0] == 200
+        wait_for_rows(proc.table_path(TABLE), 8)
+    finally:
+        assert proc.stop() == 0
+    again = CollectorProcess(tmp_path / "wh", "--flush-interval", "0.1")
+    try:
+        assert post(again, "/v1/logs", body, TABLE)[0] == 200
+        with urllib.request.urlopen(again.url("/metrics")) as answer:
+            assert "otlp_delta_retries_deduplicated_total 1" in answer.read().decode()
+        assert post(again, "/v1/logs", distinct_logs(LOGS, 43), TABLE)[0] == 200
+        wait_for_rows(again.table_path(TABLE), 16)
+    finally:
+        assert again.stop() == 0
+    assert len(read_both(again.table_path(TABLE))) == 16

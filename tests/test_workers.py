@@ -67,11 +67,14 @@ def test_two_workers_share_the_port_and_the_table(tmp_path: Path) -> None:
         assert served == {0, 1}, "both workers should have flushed rows"
 
         # A worker that dies is started again; what it acknowledged is in its WAL.
+        starts = proc.logs().count('"collector started"')
         os.kill(pids[0], signal.SIGKILL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and pids[0] in _children(proc.proc.pid):
             time.sleep(0.1)
         _wait_workers(proc, 2)
+        while proc.logs().count('"collector started"') <= starts and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert _post(proc, distinct_logs(LOGS, 99)) == 200
         assert len(wait_for_rows(proc.table_path(TABLE), 328)) == 328
     finally:

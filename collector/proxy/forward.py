@@ -296,8 +296,14 @@ class Proxy:
         headers["Content-Type"] = "application/json"
         query = [(k, v) for k, v in request.query.items() if k != "key"]
         try:
+            # Never follow a redirect: aiohttp would carry x-api-key / x-goog-api-key and the
+            # prompt to wherever it points. A 3xx is relayed to the caller as it is.
             async with self.session.post(
-                upstream.base_url + path, params=query, data=upstream_body, headers=headers
+                upstream.base_url + path,
+                params=query,
+                data=upstream_body,
+                headers=headers,
+                allow_redirects=False,
             ) as answer:
                 return await self._relay(request, answer, call, api, started)
         except (aiohttp.ClientError, TimeoutError) as e:

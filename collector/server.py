@@ -91,7 +91,9 @@ class Collector:
         if self.config.http is not None:
             app = build_app(self.pipeline, self.config.max_request_bytes, self.config.read_timeout)
             if self.config.proxy_config is not None:
-                await install_proxy(app, self.pipeline, self.config.proxy_config)
+                await install_proxy(
+                    app, self.pipeline, self.config.proxy_config, self.config.read_timeout
+                )
             self._http = web.AppRunner(
                 app,
                 access_log=None,

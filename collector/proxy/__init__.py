@@ -19,10 +19,12 @@ __all__ = ["Proxy", "ProxyConfig", "install_proxy", "load_proxy_config"]
 log = structlog.get_logger("collector.proxy")
 
 
-async def install_proxy(app: web.Application, pipeline: Pipeline, config_path: Path) -> None:
+async def install_proxy(
+    app: web.Application, pipeline: Pipeline, config_path: Path, read_timeout: float = 30.0
+) -> None:
     """Add the proxy's routes to the collector's HTTP app; its client closes with the app."""
     config = load_proxy_config(config_path)
-    proxy = Proxy(pipeline, config)
+    proxy = Proxy(pipeline, config, read_timeout)
     proxy.install(app)
 
     async def close(app: web.Application) -> None:

@@ -15,7 +15,6 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from collector.compression import BodyReader
 from collector.errors import ExportError, PermissionDenied, Unauthenticated, Unavailable
 from collector.pipeline import Pipeline
 from collector.proxy.config import API_OF_ROUTE, Endpoint, ProxyConfig
@@ -23,6 +22,7 @@ from collector.proxy.providers import caller_token, error_body, upstream_auth, u
 from collector.proxy.ratelimit import RateLimited, RateLimiter
 from collector.proxy.records import Call, inference_batch, usage_batch
 from collector.proxy.sse import SseParser
+from collector.receivers.http import read_body
 
 __all__ = ["Proxy"]
 
@@ -100,9 +100,10 @@ async def _client_gone(request: web.Request) -> None:
 
 
 class Proxy:
-    def __init__(self, pipeline: Pipeline, config: ProxyConfig) -> None:
+    def __init__(self, pipeline: Pipeline, config: ProxyConfig, read_timeout: float = 30.0) -> None:
         self.pipeline = pipeline
         self.config = config
+        self.read_timeout = read_timeout
         self.limiter = RateLimiter()
         self._session: aiohttp.ClientSession | None = None
         self._recording: set[asyncio.Task[None]] = set()
@@ -222,11 +223,8 @@ class Proxy:
         )
 
     async def _read_body(self, request: web.Request) -> bytes:
-        reader = BodyReader(request.headers.get("Content-Encoding"), self.config.max_request_bytes)
         try:
-            async for chunk in request.content.iter_any():
-                reader.feed(chunk)
-            return bytes(reader.finish())
+            return bytes(await read_body(request, self.config.max_request_bytes, self.read_timeout))
         except ExportError as e:
             raise _Refusal(e.http_status, e.message) from None
 

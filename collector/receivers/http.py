@@ -18,7 +18,7 @@ from collector.pipeline import Pipeline
 from collector.signals import SIGNALS, Signal
 from collector.tables import TABLE_HEADER
 
-__all__ = ["PATH_PREFIXES", "build_app"]
+__all__ = ["PATH_PREFIXES", "build_app", "read_body"]
 
 log = structlog.get_logger("collector.http")
 
@@ -38,6 +38,19 @@ def _error(error: ExportError, media: str) -> web.Response:
     )
 
 
+async def read_body(request: web.Request, limit: int, timeout: float) -> bytearray:
+    """The request body, decoded per Content-Encoding, at most ``limit`` bytes once inflated,
+    and all of it within ``timeout`` seconds (a trickling client holds no place forever)."""
+    reader = BodyReader(request.headers.get("Content-Encoding"), limit)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.content.iter_any():
+                reader.feed(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body was not received within {timeout:g} s") from None
+    return reader.finish()
+
+
 class _Handler:
     def __init__(
         self, pipeline: Pipeline, signal: Signal, max_request_bytes: int, read_timeout: float
@@ -47,25 +60,13 @@ class _Handler:
         self.max_request_bytes = max_request_bytes
         self.read_timeout = read_timeout
 
-    async def _body(self, request: web.Request) -> bytearray:
-        reader = BodyReader(request.headers.get("Content-Encoding"), self.max_request_bytes)
-        try:
-            async with asyncio.timeout(self.read_timeout):
-                async for chunk in request.content.iter_any():
-                    reader.feed(chunk)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"the request body was not received within {self.read_timeout:g} s"
-            ) from None
-        return reader.finish()
-
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         media = PROTOBUF  # the answer to a request whose media type we cannot read
         try:
             media = media_type(request.headers.get("Content-Type"))
             with self.pipeline.admission():
                 principal = self.pipeline.authenticate(request.headers.get("Authorization"))
-                body = await self._body(request)
+                body = await read_body(request, self.max_request_bytes, self.read_timeout)
                 message = decode_request(self.signal, body, media)
                 result = await self.pipeline.export(
                     self.signal, request.headers.get(TABLE_HEADER), message, principal

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--duration", type=float, default=None, help="seconds of load per run")
     parser.add_argument(
-        "--concurrency", type=int, default=8, help="requests in flight per generator"
+        "--concurrency", type=int, default=32, help="requests in flight per generator"
     )
     parser.add_argument("--generators", type=int, default=1, help="load generator processes")
     args = parser.parse_args(argv)

@@ -48,8 +48,17 @@ api_key_env = "STUB_OPENAI_KEY"
 base_url = "{url}"
 api_key_env = "STUB_GEMINI_KEY"
 
+[upstreams.unreachable]
+api = "anthropic"
+base_url = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused
+api_key_env = "STUB_ANTHROPIC_KEY"
+
 [routes.cursor]
 log_payloads = false
+
+[endpoints.databricks-claude-unreachable]
+upstream = "unreachable"
+model = "claude-opus-4-6"
 
 [endpoints.databricks-claude-opus-4-6]
 upstream = "anthropic"
@@ -607,6 +616,31 @@ def test_upstream_errors_are_relayed_as_sent(gw: Gateway) -> None:
     with pytest.raises(genai_errors.ClientError) as g:
         g_client.models.generate_content(model="databricks-gemini-bad", contents="x")
     assert (g.value.code, g.value.message) == (400, "Invalid JSON payload received.")
+
+
+def test_unreachable_upstream_is_502_in_the_providers_format(gw: Gateway) -> None:
+    ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+    client = claude(gw, gw.alice, ua).with_options(max_retries=0)
+    with pytest.raises(anthropic.APIStatusError) as e:
+        client.messages.create(
+            model="databricks-claude-unreachable",
+            max_tokens=1,
+            messages=[{"role": "user", "content": "x"}],
+        )
+    assert e.value.status_code == 502
+    assert e.value.body["type"] == "error"
+    assert e.value.body["error"]["type"] == "api_error"
+    assert "upstream" in e.value.body["error"]["message"]
+    assert usage_rows(gw, ua) == [
+        usage(
+            agent="claude-code",
+            route="anthropic",
+            operation="messages",
+            endpoint="databricks-claude-unreachable",
+            model="claude-opus-4-6",
+            status=502,
+        )
+    ]
 
 
 def test_client_disconnect_cancels_the_upstream_stream(gw: Gateway) -> None:

@@ -119,10 +119,7 @@ class Pipeline:
     async def store(self, table: TableName, batch: pa.RecordBatch) -> None:
         """Accept rows made elsewhere (the proxy's usage and inference rows) for a table whose
         schema is in schemas/: the same readiness check, backpressure, WAL and buffers."""
-        schema = schema_for_table(table.table)
-        if schema is None:
-            raise ValueError(f"{table}: no schema in schemas/ has this table's suffix")
-        await self.ready(table, schema)
+        await self.ready(table, schema_for_table(table.table))
         self.admit()
         await self._store(table, batch)
 

@@ -340,9 +340,9 @@ def schemas_by_suffix() -> dict[str, TableSchema]:
     return found
 
 
-def schema_for_table(table_name: str) -> TableSchema | None:
+def schema_for_table(table_name: str) -> TableSchema:
     """The schema a table of this name holds, known from its suffix (``…_otel_logs``…)."""
     for suffix, schema in schemas_by_suffix().items():
         if table_name.endswith(suffix):
             return schema
-    return None
+    raise ValueError(f"{table_name}: no schema in schemas/ has this table's suffix")

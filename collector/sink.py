@@ -87,10 +87,7 @@ class DeltaSink:
         Returns the table version created, or None when every batch was already stored.
         """
         if table not in self._tables:  # rows replayed from the WAL after a restart
-            schema = schema_for_table(table.table)
-            if schema is None:
-                raise ValueError(f"{table}: no schema in schemas/ has this table's suffix")
-            self.ensure(table, schema)
+            self.ensure(table, schema_for_table(table.table))
         dt = self._tables[table]
         properties = None
         if self.app_id is not None:

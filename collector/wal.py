@@ -190,9 +190,10 @@ class WriteAheadLog:
         self, segment: _Segment, lsn: int, table: TableName, digest: bytes, at: float, end: int
     ) -> None:
         segment.tables[table] = lsn
-        segment.digests.append((digest, at))
         segment.size = end
-        self._seen[digest] = (at, lsn)
+        if self.dedup_window:
+            segment.digests.append((digest, at))
+            self._seen[digest] = (at, lsn)
 
     @staticmethod
     def digest(table: TableName, payload: pa.Buffer) -> bytes:
@@ -205,7 +206,8 @@ class WriteAheadLog:
         whether it is a retry of a record already in the log, in which case nothing is written
         and the LSN is the original's (0 if that one is committed and gone)."""
         payload = _ipc(batch)
-        digest = self.digest(table, payload)
+        # Without retry dedup no digest is needed: skip hashing the whole payload.
+        digest = self.digest(table, payload) if self.dedup_window else bytes(16)
         now = time.time()
         if self.dedup_window:
             self._forget(now - self.dedup_window)

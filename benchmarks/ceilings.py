@@ -15,6 +15,7 @@ from deltalake import write_deltalake
 from google.protobuf.json_format import MessageToDict
 
 from benchmarks.workloads import Request
+from collector.codec import PROTOBUF, decode_request
 from collector.pipeline import flatten_request
 from collector.signals import LOGS, METRICS
 
@@ -43,10 +44,13 @@ def parse_only(requests: list[Request], seconds: float) -> float:
 
 
 def decode_flatten(requests: list[Request], seconds: float) -> float:
-    bodies = [(_signal(r), r.message.__class__, r.message.SerializeToString()) for r in requests]
+    """The collector's own decode (collector.codec) and flatten of each body."""
+    bodies = [(_signal(r), r.message.SerializeToString()) for r in requests]
     records = sum(r.records for r in requests)
     return _rate(
-        records, lambda: [flatten_request(s, cls.FromString(b)) for s, cls, b in bodies], seconds
+        records,
+        lambda: [flatten_request(s, decode_request(s, b, PROTOBUF)) for s, b in bodies],
+        seconds,
     )
 
 

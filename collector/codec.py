@@ -40,15 +40,15 @@ def media_type(content_type: str | None) -> str:
 def decode_request(signal: Signal, body: bytes, media: str) -> Message | Node:
     """The OTLP request in ``body``: a protobuf message, or for JSON a :class:`Node` tree the
     flatteners read the same way."""
-    request = signal.request_type()
-    name = request.DESCRIPTOR.name
+    name = signal.request_type.DESCRIPTOR.name
     if media == JSON:
         if not body.strip():
-            return request  # an empty body is an empty request, as with protobuf
+            return signal.request_type()  # an empty body is an empty request, as with protobuf
         try:
-            return from_json(json.loads(body), request.DESCRIPTOR)
+            return from_json(json.loads(body), signal.request_type.DESCRIPTOR)
         except (JsonError, ValueError, TypeError, RecursionError) as e:  # incl. JSONDecodeError
             raise InvalidArgument(f"cannot decode the body as an OTLP {name} (JSON): {e}") from None
+    request = signal.wire_type()
     try:
         request.ParseFromString(body)
     except (DecodeError, RecursionError) as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from collector.flatten import Flattened, Limits, flatten_logs, flatten_metrics, flatten_spans
 from collector.schema import TableSchema, load_schema
+from collector.wire import wire_type
 
 __all__ = ["LOGS", "METRICS", "SIGNALS", "SPANS", "Signal"]
 
@@ -21,11 +23,16 @@ __all__ = ["LOGS", "METRICS", "SIGNALS", "SPANS", "Signal"]
 class Signal:
     name: str  # as in the OTLP paths: metrics, logs, traces
     schema_name: str  # schemas/<schema_name>.sql
-    request_type: type[Message]
+    request_type: type[Message]  # the standard class; OTLP/JSON decodes by its descriptor
     response_type: type[Message]
     rejected_field: str  # the partial_success counter of the response
     flatten: Callable[[Any, Limits], Flattened]
     count: Callable[[Any], int]  # records in a request, counted without looking at them
+
+    @functools.cached_property
+    def wire_type(self) -> type[Message]:
+        """The class protobuf bodies are decoded with (collector.wire)."""
+        return wire_type(self.request_type)
 
     @property
     def schema(self) -> TableSchema:

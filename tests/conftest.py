@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from tests.readers import read_duckdb, read_polars  # noqa: F401  (re-exported for tests)
 
@@ -133,11 +134,23 @@ def distinct_logs(body: bytes, n: int) -> bytes:
     The collector takes a request identical to a recent one as the client's retry and stores it
     once; tests that mean to send the same data several times send these variants instead.
     """
-    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-
     request = ExportLogsServiceRequest.FromString(body)
     for rl in request.resource_logs:
         for sl in rl.scope_logs:
             for record in sl.log_records:
                 record.observed_time_unix_nano += n
     return request.SerializeToString()
+
+
+def broken_attribute(how: str) -> bytes:
+    """A logs request of 3 records whose last record's last attribute cannot be decoded."""
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    for i in range(3):
+        records.add(time_unix_nano=i + 1).attributes.add(key="k").value.string_value = "MARKER"
+    body = request.SerializeToString()
+    cut = body.rindex(b"MARKER")
+    if how == "utf-8":  # proto3 strings must be UTF-8
+        return body[:cut] + b"\xff" * 6 + body[cut + 6 :]
+    # A string field whose length runs past the end of the KeyValue (and of the record).
+    return body[: cut - 2] + b"\x0a\x7f" + body[cut:]

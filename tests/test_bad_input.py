@@ -26,7 +26,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 
 from collector.schema import load_schema
-from tests.conftest import CAPTURES, CollectorProcess, distinct_logs, wait_for_rows
+from tests.conftest import (
+    CAPTURES,
+    CollectorProcess,
+    broken_attribute,
+    distinct_logs,
+    wait_for_rows,
+)
 from tests.readers import read_both
 
 LOGS = (CAPTURES / "claude-code-2.1.197.logs.pb").read_bytes()
@@ -264,6 +270,20 @@ def test_log_record_with_bad_trace_id_is_rejected_alone(
     assert answer.partial_success.error_message == "log record: trace_id must be 16 bytes, got 15"
     (row,) = read_both_when(collector.table_path(table), 1)
     assert (row["trace_id"], row["span_id"]) == ("01" * 16, "02" * 8)
+
+
+@pytest.mark.parametrize("how", ["utf-8", "length"])
+def test_undecodable_attribute_is_400_and_nothing_of_the_request_is_written(
+    collector: CollectorProcess, table_prefix: str, how: str
+) -> None:
+    table = f"{table_prefix}_otel_logs"
+    status, _, body = post(collector, "/v1/logs", broken_attribute(how), table)
+    assert status == 400
+    assert status_of(body).message.startswith(
+        "cannot decode the body as an OTLP ExportLogsServiceRequest (protobuf): "
+        "an attribute is not a valid OTLP KeyValue: "
+    )
+    assert_not_written(collector, table)
 
 
 def test_timestamp_beyond_long_is_400_and_not_written(

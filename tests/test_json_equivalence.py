@@ -29,6 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from collector.codec import JSON, PROTOBUF, decode_request
+from collector.flatten import Limits
 from collector.signals import LOGS, METRICS, SPANS, Signal
 from tests.conftest import CAPTURES, CollectorProcess, wait_for_rows
 from tests.readers import read_both
@@ -310,6 +311,41 @@ def test_metrics_json_equals_protobuf(
 @given(span_requests(), st.randoms(use_true_random=False))
 def test_spans_json_equals_protobuf(request: ExportTraceServiceRequest, rnd: random.Random) -> None:
     assert_same_rows(SPANS, request, rnd)
+
+
+limits = st.builds(Limits, st.integers(0, 5), st.integers(0, 40))
+
+
+@SETTINGS
+@given(
+    st.one_of(
+        st.tuples(st.just(LOGS), log_requests()),
+        st.tuples(st.just(METRICS), metric_requests()),
+        st.tuples(st.just(SPANS), span_requests()),
+    ),
+    limits,
+    st.randoms(use_true_random=False),
+)
+def test_every_decoding_applies_limits_alike(
+    case: tuple[Signal, Message], limit: Limits, rnd: random.Random
+) -> None:
+    """Tight limits (a few attributes, values of a few bytes) cut and count the same whether
+    attributes arrive as raw bytes (collector.wire), as messages, or as OTLP/JSON."""
+    signal, message = case
+    body = message.SerializeToString()
+    results = [
+        signal.flatten(decoded, limit)
+        for decoded in (
+            decode_request(signal, body, PROTOBUF),
+            signal.request_type.FromString(body),
+            decode_request(signal, to_otlp_json(message, rnd), JSON),
+        )
+    ]
+    summaries = {
+        (r.rejected, r.error, r.truncated_values, r.dropped_attributes, ipc(r.batch))
+        for r in results
+    }
+    assert len(summaries) == 1
 
 
 def test_captures_land_identically_as_json_and_protobuf(

@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from tests.conftest import CAPTURES, CollectorProcess, wait_for_rows
+from tests.conftest import CAPTURES, CollectorProcess, broken_attribute, wait_for_rows
 
 LOGS = ExportLogsServiceRequest.FromString((CAPTURES / "claude-code-2.1.197.logs.pb").read_bytes())
 
@@ -78,6 +78,23 @@ def test_grpc_invalid_argument(collector: CollectorProcess, table: str, message:
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert message in error.details()
     assert retry_delay(error) is None  # a permanent error carries no retry advice
+
+
+def test_grpc_undecodable_attribute_is_invalid_argument(
+    collector: CollectorProcess, table_prefix: str
+) -> None:
+    table = f"{table_prefix}_otel_logs"
+    channel = grpc.insecure_channel(f"127.0.0.1:{collector.grpc_port}")
+    export = channel.unary_unary(  # raw bytes: a generated stub could not send them
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        request_serializer=lambda body: body,
+        response_deserializer=ExportLogsServiceResponse.FromString,
+    )
+    body = broken_attribute("utf-8")
+    error = grpc_error(lambda: export(body, metadata=(("x-databricks-uc-table-name", table),)))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "an attribute is not a valid OTLP KeyValue" in error.details()
+    assert not collector.table_path(table).exists()
 
 
 def test_grpc_partial_success(collector: CollectorProcess, table_prefix: str) -> None:

@@ -1,46 +1,59 @@
 """Column-wise accumulators that turn appended Python values into Arrow arrays in one call each.
 
 The flatteners walk the protobuf once and append plain values to lists; nested types are kept as
-flat child lists plus offsets (maps as keys/values/offsets), so that building the batch is a
-handful of ``pa.array`` / ``from_arrays`` calls per column instead of per-row Arrow work. Every
-type here comes from the DDL-derived Arrow schema: a flattener names columns, never types.
+flat child lists plus offsets (maps as the KeyValues of all rows plus offsets, converted in one
+go when built), so that building the batch is a handful of ``pa.array`` / ``from_arrays`` calls
+per column instead of per-row Arrow work. Every type here comes from the DDL-derived Arrow
+schema: a flattener names columns, never types.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from collector.flatten.values import Converter
 
 __all__ = ["ListValues", "MapValues", "Rows"]
 
-_STRING = pa.string()
 _OFFSETS = pa.int32()
 _INT = pa.int32()
+_DROPPED = "dropped_attributes_count"
 
 
 class MapValues:
-    """A MAP<STRING, STRING> column: keys and values of all rows, and each row's end offset."""
+    """A MAP<STRING, STRING> column fed OTLP attribute lists (KeyValue messages, OTLP/JSON nodes
+    or raw KeyValue bytes), converted under the :class:`Converter`'s limits when built."""
 
-    __slots__ = ("keys", "offsets", "type", "values")
+    __slots__ = ("convert", "extra", "items", "offsets", "type")
 
-    def __init__(self, type: pa.MapType) -> None:
+    def __init__(self, type: pa.MapType, convert: Converter) -> None:
         self.type = type
+        self.convert = convert
         self.offsets: list[int] = [0]
-        self.keys: list[str] = []
-        self.values: list[str] = []
+        self.items: list[Any] = []
+        self.extra: list[int] | None = None  # per row, attributes the limit dropped; once built
 
-    def append(self, mapping: dict[str, str]) -> None:
-        self.keys.extend(mapping)
-        self.values.extend(mapping.values())
-        self.offsets.append(len(self.keys))
+    def append(self, kvs: Iterable[Any]) -> None:
+        self.items.extend(kvs)
+        self.offsets.append(len(self.items))
+
+    def extend(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Append many rows' lists, without a Python step per row."""
+        ends = itertools.accumulate(map(len, rows), initial=self.offsets[-1])
+        next(ends)
+        self.offsets.extend(ends)
+        self.items.extend(itertools.chain.from_iterable(rows))
 
     def build(self) -> pa.Array:
+        columns = self.convert.maps(self.items, self.offsets)
+        self.extra = columns.extra
         return pa.MapArray.from_arrays(
-            pa.array(self.offsets, _OFFSETS),
-            pa.array(self.keys, _STRING),
-            pa.array(self.values, _STRING),
-            type=self.type,
+            columns.offsets, columns.keys, columns.values, type=self.type
         )
 
 
@@ -53,10 +66,10 @@ class ListValues:
 
     __slots__ = ("items", "offsets", "type")
 
-    def __init__(self, type: pa.ListType) -> None:
+    def __init__(self, type: pa.ListType, convert: Converter) -> None:
         self.type = type
         self.offsets: list[int] = [0]
-        self.items: Any = _accumulator(type.value_type)
+        self.items: Any = _accumulator(type.value_type, convert)
 
     def extend(self, values: Any) -> None:
         """Append one row whose elements are primitive values."""
@@ -80,13 +93,16 @@ class Rows:
     ``rows[name]`` is the accumulator of a field: a list for a primitive, :class:`MapValues`,
     :class:`ListValues` or a nested :class:`Rows`. A field may instead be given a finished
     Arrow array with :meth:`set` (e.g. a struct repeated on many rows, built once and taken).
+
+    Where OTLP puts a ``dropped_attributes_count`` beside ``attributes``, the built count
+    includes the attributes the limits dropped.
     """
 
     __slots__ = ("columns", "type")
 
-    def __init__(self, type: pa.StructType | pa.Schema) -> None:
+    def __init__(self, type: pa.StructType | pa.Schema, convert: Converter) -> None:
         self.type = type
-        self.columns: dict[str, Any] = {f.name: _accumulator(f.type) for f in type}
+        self.columns: dict[str, Any] = {f.name: _accumulator(f.type, convert) for f in type}
 
     def __getitem__(self, name: str) -> Any:
         return self.columns[name]
@@ -108,7 +124,11 @@ class Rows:
         self.columns[name] = array
 
     def arrays(self) -> list[pa.Array]:
-        return [_build(self.columns[f.name], f.type) for f in self.type]
+        built = {f.name: _build(self.columns[f.name], f.type) for f in self.type}
+        attributes = self.columns.get("attributes")
+        if isinstance(attributes, MapValues) and attributes.extra and _DROPPED in built:
+            built[_DROPPED] = pc.add(built[_DROPPED], pa.array(attributes.extra, _INT))
+        return list(built.values())
 
     def build_struct(self) -> pa.StructArray:
         return pa.StructArray.from_arrays(self.arrays(), fields=list(self.type))
@@ -118,13 +138,13 @@ class Rows:
         return pa.RecordBatch.from_arrays(self.arrays(), schema=self.type)
 
 
-def _accumulator(type: pa.DataType) -> Any:
+def _accumulator(type: pa.DataType, convert: Converter) -> Any:
     if isinstance(type, pa.MapType):
-        return MapValues(type)
+        return MapValues(type, convert)
     if isinstance(type, pa.ListType):
-        return ListValues(type)
+        return ListValues(type, convert)
     if isinstance(type, pa.StructType):
-        return Rows(type)
+        return Rows(type, convert)
     return []
 
 

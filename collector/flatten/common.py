@@ -49,21 +49,17 @@ class Origins:
 
     def __init__(self, schema: pa.Schema, scope_url_column: str, convert: Converter) -> None:
         self._schema = schema
-        self._convert = convert
         self._scope_url_column = scope_url_column
-        self._resources = Rows(schema.field("resource").type)
-        self._scopes = Rows(schema.field("instrumentation_scope").type)
+        self._resources = Rows(schema.field("resource").type, convert)
+        self._scopes = Rows(schema.field("instrumentation_scope").type, convert)
         self._resource_urls: list[str] = []
         self._scope_urls: list[str] = []
         self._resource_index: list[int] = []
         self._scope_index: list[int] = []
 
     def add_resource(self, resource: Resource, schema_url: str) -> int:
-        attributes, dropped = self._convert.attributes(resource.attributes)
-        self._resources["attributes"].append(attributes)
-        self._resources["dropped_attributes_count"].append(
-            resource.dropped_attributes_count + dropped
-        )
+        self._resources["attributes"].append(resource.attributes)
+        self._resources["dropped_attributes_count"].append(resource.dropped_attributes_count)
         self._resource_urls.append(schema_url)
         return len(self._resource_urls) - 1
 
@@ -71,9 +67,8 @@ class Origins:
         s = self._scopes
         s["name"].append(scope.name)
         s["version"].append(scope.version)
-        attributes, dropped = self._convert.attributes(scope.attributes)
-        s["attributes"].append(attributes)
-        s["dropped_attributes_count"].append(scope.dropped_attributes_count + dropped)
+        s["attributes"].append(scope.attributes)
+        s["dropped_attributes_count"].append(scope.dropped_attributes_count)
         self._scope_urls.append(schema_url)
         return len(self._scope_urls) - 1
 

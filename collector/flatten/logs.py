@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from operator import attrgetter, itemgetter
+from typing import Any
+
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from collector.flatten.columns import Rows
@@ -18,56 +21,85 @@ from collector.schema import load_schema
 
 __all__ = ["flatten_logs"]
 
+# The LogRecord fields read for every record, in one C-level call per record: the per-record
+# Python work is the throughput, so the loop over records is a ``map`` of this getter and each
+# column is converted afterwards as a whole.
+_FIELDS = (
+    "event_name",
+    "trace_id",
+    "span_id",
+    "time_unix_nano",
+    "observed_time_unix_nano",
+    "severity_number",
+    "severity_text",
+    "body",
+    "attributes",
+    "dropped_attributes_count",
+    "flags",
+)
+_read = attrgetter(*_FIELDS)
+_TRACE = _FIELDS.index("trace_id")
+_SPAN = _FIELDS.index("span_id")
+_trace_id = itemgetter(_TRACE)
+_span_id = itemgetter(_SPAN)
+
 
 def flatten_logs(request: ExportLogsServiceRequest, limits: Limits = DEFAULT_LIMITS) -> Flattened:
     schema = load_schema("otel_logs").arrow
-    rows = Rows(schema)
     convert = Converter(limits)
+    rows = Rows(schema, convert)
     origins = Origins(schema, "log_schema_url", convert)
     rej = Rejections()
-    event_name = rows["event_name"].append
-    trace_id = rows["trace_id"].append
-    span_id = rows["span_id"].append
-    time = rows["time_unix_nano"].append
-    observed = rows["observed_time_unix_nano"].append
-    severity_number = rows["severity_number"].append
-    severity_text = rows["severity_text"].append
-    body = rows["body"].append
-    attributes = rows["attributes"].append
-    dropped = rows["dropped_attributes_count"].append
-    flags = rows["flags"].append
-    severities = enum_names("severity_number")
+    records: list[tuple[Any, ...]] = []
 
     for rl in request.resource_logs:
         r_i = origins.add_resource(rl.resource, rl.schema_url)
         for sl in rl.scope_logs:
             s_i = origins.add_scope(sl.scope, sl.schema_url)
-            n = 0
-            for record in sl.log_records:
-                # Per-record work is the throughput: no call where a test of the value will do.
-                raw_trace, raw_span = record.trace_id, record.span_id
-                try:
-                    trace = hex_id(raw_trace, 16, "trace_id") if raw_trace else None
-                    span = hex_id(raw_span, 8, "span_id") if raw_span else None
-                except InvalidRecord as e:
-                    rej.add("log record", e)
-                    continue
-                event_name(record.event_name or None)
-                trace_id(trace)
-                span_id(span)
-                time(record.time_unix_nano)
-                observed(record.observed_time_unix_nano)
-                number = record.severity_number
-                severity_number(severities.get(number) or str(number))
-                severity_text(record.severity_text)
-                # An unset body and a body with no value (OTLP/JSON writes `"body": {}`) are NULL.
-                value = record.body
-                body(convert.body(value) if value.WhichOneof("value") else None)
-                attrs, extra = convert.attributes(record.attributes)
-                attributes(attrs)
-                dropped(record.dropped_attributes_count + extra)
-                flags(record.flags)
-                n += 1
-            origins.repeat(r_i, s_i, n)
+            batch = list(map(_read, sl.log_records))
+            if not _ids_fit(batch):
+                batch = _valid(batch, rej)
+            records.extend(batch)
+            origins.repeat(r_i, s_i, len(batch))
 
+    columns = dict(zip(_FIELDS, zip(*records, strict=True), strict=True)) if records else {}
+    for name in _FIELDS:
+        rows[name].extend(_convert(name, columns.get(name, ()), convert))
     return finish(rows, origins, rej, convert)
+
+
+def _ids_fit(batch: list[tuple[Any, ...]]) -> bool:
+    """Whether every trace and span id is unset or of its length (one C-level pass each)."""
+    return set(map(len, map(_trace_id, batch))) <= {0, 16} and set(
+        map(len, map(_span_id, batch))
+    ) <= {0, 8}
+
+
+def _valid(batch: list[tuple[Any, ...]], rej: Rejections) -> list[tuple[Any, ...]]:
+    kept = []
+    for record in batch:
+        try:
+            hex_id(record[_TRACE], 16, "trace_id")
+            hex_id(record[_SPAN], 8, "span_id")
+        except InvalidRecord as e:
+            rej.add("log record", e)
+        else:
+            kept.append(record)
+    return kept
+
+
+_SEVERITIES = enum_names("severity_number")
+
+
+def _convert(name: str, values: Any, convert: Converter) -> Any:
+    """One column of record fields → the values its table column holds."""
+    if name == "event_name":
+        return [v or None for v in values]
+    if name in ("trace_id", "span_id"):
+        return [v.hex() if v else None for v in values] if any(values) else [None] * len(values)
+    if name == "severity_number":
+        return [_SEVERITIES.get(n) or str(n) for n in values]
+    if name == "body":
+        # An unset body and a body with no value (OTLP/JSON writes `"body": {}`) are NULL.
+        return [convert.body(v) if v.WhichOneof("value") else None for v in values]
+    return values

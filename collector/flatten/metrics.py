@@ -31,8 +31,8 @@ _TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 _METRIC_COLUMNS = ("name", "description", "unit", "metric_type", "metadata")
 
 
-def _exemplar_rows(exemplars: Iterable[Exemplar], convert: Converter) -> list[tuple[Any, ...]]:
-    """Validate and convert a point's exemplars before anything of the point is appended."""
+def _exemplar_rows(exemplars: Iterable[Exemplar]) -> list[tuple[Any, ...]]:
+    """Validate a point's exemplars before anything of the point is appended."""
     out = []
     for e in exemplars:
         kind = e.WhichOneof("value")
@@ -45,7 +45,7 @@ def _exemplar_rows(exemplars: Iterable[Exemplar], convert: Converter) -> list[tu
                 value,
                 hex_id(e.span_id, 8, "exemplar span_id"),
                 hex_id(e.trace_id, 16, "exemplar trace_id"),
-                convert.map(e.filtered_attributes),
+                e.filtered_attributes,
             )
         )
     return out
@@ -55,8 +55,7 @@ class _PointRows:
     """The struct rows of one metric type, with the fields every data point type shares."""
 
     def __init__(self, type: pa.StructType, convert: Converter) -> None:
-        self.rows = Rows(type)
-        self.convert = convert
+        self.rows = Rows(type, convert)
         names = {f.name for f in type}
         self.start = self.rows["start_time_unix_nano"].append
         self.time = self.rows["time_unix_nano"].append
@@ -67,7 +66,7 @@ class _PointRows:
     def common(self, dp: Any, exemplars: list[tuple[Any, ...]] | None) -> None:
         self.start(dp.start_time_unix_nano)
         self.time(dp.time_unix_nano)
-        self.attributes(self.convert.map(dp.attributes))
+        self.attributes(dp.attributes)
         self.flags(dp.flags)
         if self.exemplars is not None and exemplars is not None:
             items = self.exemplars.items
@@ -96,7 +95,7 @@ def _add_number_points(out: _PointRows, data: Any, kind: str, rej: Rejections, n
             rej.add(f"metric {name!r}", "number data point has no value")
             continue
         try:
-            exemplars = _exemplar_rows(dp.exemplars, out.convert)
+            exemplars = _exemplar_rows(dp.exemplars)
         except InvalidRecord as e:
             rej.add(f"metric {name!r}", e)
             continue
@@ -116,7 +115,7 @@ def _add_histogram_points(out: _PointRows, data: Any, rej: Rejections, name: str
     n = 0
     for dp in data.data_points:
         try:
-            exemplars = _exemplar_rows(dp.exemplars, out.convert)
+            exemplars = _exemplar_rows(dp.exemplars)
         except InvalidRecord as e:
             rej.add(f"metric {name!r}", e)
             continue
@@ -139,7 +138,7 @@ def _add_exponential_points(out: _PointRows, data: Any, rej: Rejections, name: s
     n = 0
     for dp in data.data_points:
         try:
-            exemplars = _exemplar_rows(dp.exemplars, out.convert)
+            exemplars = _exemplar_rows(dp.exemplars)
         except InvalidRecord as e:
             rej.add(f"metric {name!r}", e)
             continue
@@ -179,12 +178,12 @@ def flatten_metrics(
     request: ExportMetricsServiceRequest, limits: Limits = DEFAULT_LIMITS
 ) -> Flattened:
     schema = load_schema("otel_metrics").arrow
-    rows = Rows(schema)
     convert = Converter(limits)
+    rows = Rows(schema, convert)
     origins = Origins(schema, "metric_schema_url", convert)
     rej = Rejections()
     per_type = {t: _PointRows(schema.field(t).type, convert) for t in _TYPES}
-    per_metric = Rows(pa.schema([schema.field(c) for c in _METRIC_COLUMNS]))
+    per_metric = Rows(pa.schema([schema.field(c) for c in _METRIC_COLUMNS]), convert)
     metric_index: list[int] = []
     kinds: list[int] = []  # per row: index into _TYPES
     positions: list[int] = []  # per row: position in that type's struct rows
@@ -215,7 +214,7 @@ def flatten_metrics(
                 per_metric["description"].append(metric.description)
                 per_metric["unit"].append(metric.unit)
                 per_metric["metric_type"].append(kind)
-                per_metric["metadata"].append(convert.map(metric.metadata))
+                per_metric["metadata"].append(metric.metadata)
                 metric_index.extend([m_i] * n)
                 kinds.extend([_TYPES.index(kind)] * n)
                 positions.extend(range(first, first + n))

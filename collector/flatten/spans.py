@@ -22,20 +22,19 @@ from collector.schema import load_schema
 __all__ = ["flatten_spans"]
 
 
-def _links(span: Span, convert: Converter) -> list[tuple[Any, ...]]:
-    """Validate and convert a span's links before anything of the span is appended."""
+def _links(span: Span) -> list[tuple[Any, ...]]:
+    """Validate a span's links before anything of the span is appended."""
     out = []
     for link in span.links:
         trace = hex_id(link.trace_id, 16, "link trace_id")
         span_id = hex_id(link.span_id, 8, "link span_id")
-        attributes, extra = convert.attributes(link.attributes)
         out.append(
             (
                 trace,
                 span_id,
                 link.trace_state,
-                attributes,
-                link.dropped_attributes_count + extra,
+                link.attributes,
+                link.dropped_attributes_count,
                 link.flags,
             )
         )
@@ -44,8 +43,8 @@ def _links(span: Span, convert: Converter) -> list[tuple[Any, ...]]:
 
 def flatten_spans(request: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMITS) -> Flattened:
     schema = load_schema("otel_spans").arrow
-    rows = Rows(schema)
     convert = Converter(limits)
+    rows = Rows(schema, convert)
     origins = Origins(schema, "span_schema_url", convert)
     rej = Rejections()
     events = rows["events"]
@@ -62,7 +61,7 @@ def flatten_spans(request: ExportTraceServiceRequest, limits: Limits = DEFAULT_L
                     trace = hex_id(span.trace_id, 16, "trace_id")
                     span_id = hex_id(span.span_id, 8, "span_id")
                     parent = hex_id(span.parent_span_id, 8, "parent_span_id")
-                    span_links = _links(span, convert)
+                    span_links = _links(span)
                 except InvalidRecord as e:
                     rej.add("span", e)
                     continue
@@ -75,17 +74,13 @@ def flatten_spans(request: ExportTraceServiceRequest, limits: Limits = DEFAULT_L
                 rows["kind"].append(enum_name("span_kind", span.kind))
                 rows["start_time_unix_nano"].append(span.start_time_unix_nano)
                 rows["end_time_unix_nano"].append(span.end_time_unix_nano)
-                attributes, extra = convert.attributes(span.attributes)
-                rows["attributes"].append(attributes)
-                rows["dropped_attributes_count"].append(span.dropped_attributes_count + extra)
+                rows["attributes"].append(span.attributes)
+                rows["dropped_attributes_count"].append(span.dropped_attributes_count)
                 for event in span.events:
                     events.items["time_unix_nano"].append(event.time_unix_nano)
                     events.items["name"].append(event.name)
-                    attributes, extra = convert.attributes(event.attributes)
-                    events.items["attributes"].append(attributes)
-                    events.items["dropped_attributes_count"].append(
-                        event.dropped_attributes_count + extra
-                    )
+                    events.items["attributes"].append(event.attributes)
+                    events.items["dropped_attributes_count"].append(event.dropped_attributes_count)
                 events.end_row(len(span.events))
                 rows["dropped_events_count"].append(span.dropped_events_count)
                 for values in span_links:

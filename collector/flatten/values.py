@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import base64
 import functools
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+import pyarrow as pa
+import pyarrow.compute as pc
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
@@ -24,6 +28,8 @@ __all__ = [
     "Converter",
     "InvalidRecord",
     "Limits",
+    "MalformedAttribute",
+    "MapColumns",
     "any_value_to_str",
     "enum_name",
     "enum_names",
@@ -151,6 +157,11 @@ def any_value_to_str(v: AnyValue) -> str:
     return ""
 
 
+_STRING = pa.string()
+_BINARY = pa.binary()
+_INT32 = pa.int32()
+_INT64 = pa.int64()
+
 TRUNCATED = "…[truncated]"
 _TRUNCATED_BYTES = len(TRUNCATED.encode("utf-8"))
 
@@ -179,46 +190,171 @@ class Converter:
         self.dropped = 0
 
     def clip(self, s: str) -> str:
+        cut = self._cut(s)
+        if cut is not s:
+            self.truncated += 1
+        return cut
+
+    def _cut(self, s: str) -> str:
+        """``s`` itself if it fits, else cut to the limit with the marker (uncounted)."""
         if len(s) <= self._quick:
             return s
         raw = s.encode("utf-8")
         if len(raw) <= self.max_value_bytes:
             return s
-        self.truncated += 1
         keep = max(self.max_value_bytes - _TRUNCATED_BYTES, 0)
         return raw[:keep].decode("utf-8", "ignore") + TRUNCATED
 
     def attributes(self, kvs: Sequence[KeyValue]) -> tuple[dict[str, str], int]:
         """The list as a map (last duplicate wins), and how many attributes the limit dropped."""
-        extra = len(kvs) - self.max_attributes
+        return self._limited_map([_key_value(kv) for kv in kvs[: self.max_attributes]], len(kvs))
+
+    def _limited_map(self, pairs: list[tuple[str, str]], count: int) -> tuple[dict[str, str], int]:
+        # ``pairs`` are the first max_attributes of ``count`` attributes.
+        extra = count - self.max_attributes
         if extra > 0:
-            kvs = kvs[: self.max_attributes]
             self.dropped += extra
-        # The hot loop of every flattener: strings are most values, so they skip the general
-        # conversion, and clipping is one length test unless a value is long.
         quick = self._quick
-        out = {}
-        for kv in kvs:
-            v = kv.value
-            kind = v.WhichOneof("value")
-            if kind == "string_value":
-                s = v.string_value
-            elif kind == "int_value":
-                s = str(v.int_value)
-            else:
-                s = any_value_to_str(v)
-            k = kv.key
-            if len(s) > quick or len(k) > quick:
-                k, s = self.clip(k), self.clip(s)
-            out[k] = s
-        return out, max(extra, 0)
+        if any(len(k) > quick or len(v) > quick for k, v in pairs):
+            pairs = [(self.clip(k), self.clip(v)) for k, v in pairs]
+        return dict(pairs), max(extra, 0)
 
     def map(self, kvs: Sequence[KeyValue]) -> dict[str, str]:
         """For maps that have no dropped-attributes count beside them."""
         return self.attributes(kvs)[0]
 
+    def maps(self, items: Sequence[Any], offsets: Sequence[int]) -> MapColumns:
+        """Many rows' attribute lists as the columns of a MAP<STRING, STRING> array.
+
+        ``items`` holds the KeyValues of every row (row i has ``items[offsets[i]:offsets[i+1]]``):
+        messages, OTLP/JSON nodes, or the raw bytes collector.wire leaves them as. Raw bytes are
+        decoded once per distinct value and expanded with ``take``, so the cost per attribute is
+        a few C-level steps; rows that hit a limit or repeat a key take the per-row path.
+        """
+        if items and isinstance(items[0], bytes):
+            columns = self._raw_maps(items, offsets)
+            if columns is not None:
+                return columns
+            pairs = [_decode_key_value(b) for b in items]
+        else:
+            pairs = [_key_value(kv) for kv in items]
+        return self._row_maps(pairs, offsets)
+
+    def _row_maps(self, pairs: list[tuple[str, str]], offsets: Sequence[int]) -> MapColumns:
+        keys: list[str] = []
+        values: list[str] = []
+        out_offsets = [0]
+        extra = []
+        limit = self.max_attributes
+        for start, end in itertools.pairwise(offsets):
+            mapping, dropped = self._limited_map(
+                pairs[start : min(end, start + limit)], end - start
+            )
+            keys.extend(mapping)
+            values.extend(mapping.values())
+            out_offsets.append(len(keys))
+            extra.append(dropped)
+        return MapColumns(
+            pa.array(out_offsets, _INT32),
+            pa.array(keys, _STRING),
+            pa.array(values, _STRING),
+            extra if any(extra) else None,
+        )
+
+    def _raw_maps(self, items: Sequence[bytes], offsets: Sequence[int]) -> MapColumns | None:
+        """The columnar path for raw KeyValue bytes, or None when a row needs the per-row one
+        (more attributes than the limit, or a key twice)."""
+        offset_array = pa.array(offsets, _INT32)
+        lists = pa.ListArray.from_arrays(offset_array, pa.nulls(len(items), pa.null()))
+        if pc.max(lists.value_lengths()).as_py() > self.max_attributes:
+            return None
+        encoded = pa.array(items, _BINARY).dictionary_encode()
+        indices = encoded.indices
+        quick = self._quick
+        keys: list[str] = []
+        values: list[str] = []
+        clipped: list[int] = []  # per distinct attribute: how many of its strings were cut
+        for b in encoded.dictionary.to_pylist():
+            k, v = _decode_key_value(b)
+            if len(k) > quick or len(v) > quick:
+                # Counted below once per occurrence, not once per distinct value.
+                cut_k, cut_v = self._cut(k), self._cut(v)
+                clipped.append((cut_k is not k) + (cut_v is not v))
+                k, v = cut_k, cut_v
+            else:
+                clipped.append(0)
+            keys.append(k)
+            values.append(v)
+        key_ids: dict[str, int] = {}
+        key_index = pa.array([key_ids.setdefault(k, len(key_ids)) for k in keys], _INT64)
+        # A key twice in a row (two values, or the same attribute repeated): (row, key) pairs
+        # are then fewer than the attributes.
+        row_key = pc.add(
+            pc.multiply(lists.value_parent_indices(), len(key_ids)), key_index.take(indices)
+        )
+        if pc.count_distinct(row_key).as_py() < len(items):
+            return None
+        if any(clipped):
+            counts = pc.value_counts(indices)
+            distinct = counts.field("values").to_pylist()
+            for i, n in zip(distinct, counts.field("counts").to_pylist(), strict=True):
+                self.truncated += clipped[i] * n
+        return MapColumns(
+            offset_array,
+            pa.array(keys, _STRING).take(indices),
+            pa.array(values, _STRING).take(indices),
+            None,
+        )
+
     def body(self, v: AnyValue) -> str:
         return self.clip(any_value_to_str(v))
+
+
+class MapColumns(NamedTuple):
+    """What ``MapArray.from_arrays`` takes, and per row the attributes the limit dropped (None
+    when no row lost any)."""
+
+    offsets: pa.Array
+    keys: pa.Array
+    values: pa.Array
+    extra: list[int] | None
+
+
+class MalformedAttribute(ValueError):
+    """A raw attribute is not a valid KeyValue: the request it came in cannot be decoded."""
+
+
+def _key_value(kv: KeyValue) -> tuple[str, str]:
+    # Strings are most values, so they skip the general conversion.
+    v = kv.value
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return kv.key, v.string_value
+    if kind == "int_value":
+        return kv.key, str(v.int_value)
+    return kv.key, any_value_to_str(v)
+
+
+# Attribute bytes → (key, value): agents send the same attributes on every record of every
+# request, so most lookups hit. Bounded by entry count and by skipping long values.
+_DECODED: dict[bytes, tuple[str, str]] = {}
+_DECODED_MAX = 16384
+_DECODED_ITEM_BYTES = 512
+
+
+def _decode_key_value(raw: bytes) -> tuple[str, str]:
+    pair = _DECODED.get(raw)
+    if pair is not None:
+        return pair
+    try:
+        pair = _key_value(KeyValue.FromString(raw))
+    except DecodeError as e:
+        raise MalformedAttribute(f"an attribute is not a valid OTLP KeyValue: {e}") from None
+    if len(raw) <= _DECODED_ITEM_BYTES:
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.clear()
+        _DECODED[raw] = pair
+    return pair
 
 
 def hex_id(raw: bytes, length: int, what: str) -> str | None:

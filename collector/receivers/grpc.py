@@ -8,9 +8,6 @@ import grpc
 import structlog
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from collector.errors import ExportError
 from collector.pipeline import Pipeline
@@ -81,9 +78,18 @@ def build_server(
             ("grpc.so_reuseport", int(reuse_port)),
         ]
     )
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
-        _Export(pipeline, METRICS), server
-    )
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Export(pipeline, LOGS), server)
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Export(pipeline, SPANS), server)
+    server.add_generic_rpc_handlers([_service(pipeline, s) for s in (METRICS, LOGS, SPANS)])
     return server
+
+
+def _service(pipeline: Pipeline, signal: Signal) -> grpc.GenericRpcHandler:
+    """The signal's OTLP service, decoding requests with the wire classes (collector.wire)
+    rather than the generated servicer's standard ones."""
+    service = signal.response_type.DESCRIPTOR.file.services_by_name
+    (name,) = service  # each OTLP collector .proto declares one service
+    handler = grpc.unary_unary_rpc_method_handler(
+        _Export(pipeline, signal).Export,
+        request_deserializer=signal.wire_type.FromString,
+        response_serializer=signal.response_type.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(service[name].full_name, {"Export": handler})

@@ -1,0 +1,81 @@
+"""OTLP request classes for decoding protobuf bodies, with every per-record attribute list kept
+as the raw bytes of its KeyValues.
+
+A KeyValue and a ``bytes`` field share the wire type (length-delimited), so declaring the
+``attributes`` of records, data points, spans, events, links and exemplars as ``repeated bytes``
+makes the C parser hand over each attribute undecoded and in order. Agents repeat the same
+attributes on every record, so the flatteners decode each distinct attribute once per request
+instead of reading a dozen protobuf wrapper objects per record (collector.flatten.values,
+``Converter.maps``). Everything else decodes exactly as the standard classes do; a malformed
+attribute is found when it is decoded and rejects the whole request, as a full parse would.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+__all__ = ["wire_type"]
+
+# Messages (by proto name) whose attribute lists stay bytes: the ones that occur once per row.
+# Resource and scope attributes keep their type: there are one or two of each per request.
+_RAW = {
+    "opentelemetry.proto.logs.v1.LogRecord": "attributes",
+    "opentelemetry.proto.metrics.v1.NumberDataPoint": "attributes",
+    "opentelemetry.proto.metrics.v1.HistogramDataPoint": "attributes",
+    "opentelemetry.proto.metrics.v1.ExponentialHistogramDataPoint": "attributes",
+    "opentelemetry.proto.metrics.v1.SummaryDataPoint": "attributes",
+    "opentelemetry.proto.metrics.v1.Exemplar": "filtered_attributes",
+    "opentelemetry.proto.trace.v1.Span": "attributes",
+    "opentelemetry.proto.trace.v1.Span.Event": "attributes",
+    "opentelemetry.proto.trace.v1.Span.Link": "attributes",
+}
+_FILES = (
+    common_pb2,
+    resource_pb2,
+    logs_pb2,
+    metrics_pb2,
+    trace_pb2,
+    logs_service_pb2,
+    metrics_service_pb2,
+    trace_service_pb2,
+)
+
+
+def _patch(messages: list[descriptor_pb2.DescriptorProto], scope: str) -> None:
+    for m in messages:
+        name = f"{scope}.{m.name}"
+        raw = _RAW.get(name)
+        for f in m.field:
+            if f.name == raw:
+                f.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+                f.ClearField("type_name")
+        _patch(list(m.nested_type), name)
+
+
+def _build_pool() -> descriptor_pool.DescriptorPool:
+    # A pool of its own: the same message names as the standard classes, which stay untouched.
+    pool = descriptor_pool.DescriptorPool()
+    for module in _FILES:
+        proto = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(proto)
+        _patch(list(proto.message_type), proto.package)
+        pool.Add(proto)
+    return pool
+
+
+_POOL = _build_pool()
+
+
+def wire_type(request_type: type[Message]) -> type[Message]:
+    """The class that decodes protobuf bodies of ``request_type`` for the flatteners."""
+    descriptor = _POOL.FindMessageTypeByName(request_type.DESCRIPTOR.full_name)
+    return message_factory.GetMessageClass(descriptor)

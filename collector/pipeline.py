@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from collector.auth import ANONYMOUS, Authenticator, Principal
 from collector.buffer import Buffers
 from collector.errors import InvalidArgument, Unavailable
-from collector.flatten import DEFAULT_LIMITS, Flattened, Limits, MalformedAttribute
+from collector.flatten import DEFAULT_LIMITS, Flattened, Limits, MalformedValue
 from collector.schema import SchemaMismatch, TableSchema, schema_for_table
 from collector.selfmetrics import SelfMetrics
 from collector.signals import Signal
@@ -37,7 +37,7 @@ def flatten_request(signal: Signal, request: Message, limits: Limits = DEFAULT_L
     except (pa.ArrowInvalid, OverflowError) as e:
         # e.g. a uint64 timestamp past the LONG range.
         raise InvalidArgument(f"a value does not fit its column: {e}") from None
-    except MalformedAttribute as e:  # left undecoded by collector.wire until now
+    except MalformedValue as e:  # left undecoded by collector.wire until now
         name = request.DESCRIPTOR.name
         raise InvalidArgument(f"cannot decode the body as an OTLP {name} (protobuf): {e}") from None
 

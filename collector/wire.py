@@ -1,13 +1,15 @@
-"""OTLP request classes for decoding protobuf bodies, with every per-record attribute list kept
-as the raw bytes of its KeyValues.
+"""OTLP request classes for decoding protobuf bodies, with every per-record attribute list and
+log body kept as raw bytes.
 
-A KeyValue and a ``bytes`` field share the wire type (length-delimited), so declaring the
+A message and a ``bytes`` field share the wire type (length-delimited), so declaring the
 ``attributes`` of records, data points, spans, events, links and exemplars as ``repeated bytes``
-makes the C parser hand over each attribute undecoded and in order. Agents repeat the same
+makes the C parser hand over each KeyValue undecoded and in order. Agents repeat the same
 attributes on every record, so the flatteners decode each distinct attribute once per request
 instead of reading a dozen protobuf wrapper objects per record (collector.flatten.values,
-``Converter.maps``). Everything else decodes exactly as the standard classes do; a malformed
-attribute is found when it is decoded and rejects the whole request, as a full parse would.
+``Converter.maps``). A log body becomes ``repeated bytes`` too: the occurrences of a singular
+message field merge, and so do their concatenated bytes when decoded (``Converter.bodies``).
+Everything else decodes exactly as the standard classes do; a malformed attribute or body is
+found when it is decoded and rejects the whole request, as a full parse would.
 """
 
 from __future__ import annotations
@@ -25,18 +27,18 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 __all__ = ["wire_type"]
 
-# Messages (by proto name) whose attribute lists stay bytes: the ones that occur once per row.
-# Resource and scope attributes keep their type: there are one or two of each per request.
+# Fields (by message) that stay bytes: the ones that occur once per row. Resource and scope
+# attributes keep their type: there are one or two of each per request.
 _RAW = {
-    "opentelemetry.proto.logs.v1.LogRecord": "attributes",
-    "opentelemetry.proto.metrics.v1.NumberDataPoint": "attributes",
-    "opentelemetry.proto.metrics.v1.HistogramDataPoint": "attributes",
-    "opentelemetry.proto.metrics.v1.ExponentialHistogramDataPoint": "attributes",
-    "opentelemetry.proto.metrics.v1.SummaryDataPoint": "attributes",
-    "opentelemetry.proto.metrics.v1.Exemplar": "filtered_attributes",
-    "opentelemetry.proto.trace.v1.Span": "attributes",
-    "opentelemetry.proto.trace.v1.Span.Event": "attributes",
-    "opentelemetry.proto.trace.v1.Span.Link": "attributes",
+    "opentelemetry.proto.logs.v1.LogRecord": ("attributes", "body"),
+    "opentelemetry.proto.metrics.v1.NumberDataPoint": ("attributes",),
+    "opentelemetry.proto.metrics.v1.HistogramDataPoint": ("attributes",),
+    "opentelemetry.proto.metrics.v1.ExponentialHistogramDataPoint": ("attributes",),
+    "opentelemetry.proto.metrics.v1.SummaryDataPoint": ("attributes",),
+    "opentelemetry.proto.metrics.v1.Exemplar": ("filtered_attributes",),
+    "opentelemetry.proto.trace.v1.Span": ("attributes",),
+    "opentelemetry.proto.trace.v1.Span.Event": ("attributes",),
+    "opentelemetry.proto.trace.v1.Span.Link": ("attributes",),
 }
 _FILES = (
     common_pb2,
@@ -53,10 +55,11 @@ _FILES = (
 def _patch(messages: list[descriptor_pb2.DescriptorProto], scope: str) -> None:
     for m in messages:
         name = f"{scope}.{m.name}"
-        raw = _RAW.get(name)
+        raw = _RAW.get(name, ())
         for f in m.field:
-            if f.name == raw:
+            if f.name in raw:
                 f.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+                f.label = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
                 f.ClearField("type_name")
         _patch(list(m.nested_type), name)
 

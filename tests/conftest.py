@@ -142,15 +142,18 @@ def distinct_logs(body: bytes, n: int) -> bytes:
     return request.SerializeToString()
 
 
-def broken_attribute(how: str) -> bytes:
-    """A logs request of 3 records whose last record's last attribute cannot be decoded."""
+def undecodable_logs(field: str, how: str) -> bytes:
+    """A logs request of 3 records whose last record's attribute or body (``field``) cannot be
+    decoded: a string that is not UTF-8 (``how="utf-8"``), or one whose length runs past the
+    end of its message (``how="length"``)."""
     request = ExportLogsServiceRequest()
     records = request.resource_logs.add().scope_logs.add().log_records
     for i in range(3):
-        records.add(time_unix_nano=i + 1).attributes.add(key="k").value.string_value = "MARKER"
+        record = records.add(time_unix_nano=i + 1)
+        record.attributes.add(key="k").value.string_value = "ATTRIB"
+        record.body.string_value = "A-BODY"
     body = request.SerializeToString()
-    cut = body.rindex(b"MARKER")
+    cut = body.rindex(b"ATTRIB" if field == "attribute" else b"A-BODY")
     if how == "utf-8":  # proto3 strings must be UTF-8
         return body[:cut] + b"\xff" * 6 + body[cut + 6 :]
-    # A string field whose length runs past the end of the KeyValue (and of the record).
     return body[: cut - 2] + b"\x0a\x7f" + body[cut:]

@@ -29,8 +29,8 @@ from collector.schema import load_schema
 from tests.conftest import (
     CAPTURES,
     CollectorProcess,
-    broken_attribute,
     distinct_logs,
+    undecodable_logs,
     wait_for_rows,
 )
 from tests.readers import read_both
@@ -272,16 +272,24 @@ def test_log_record_with_bad_trace_id_is_rejected_alone(
     assert (row["trace_id"], row["span_id"]) == ("01" * 16, "02" * 8)
 
 
+@pytest.mark.parametrize(
+    ("field", "what"),
+    [
+        ("attribute", "an attribute is not a valid OTLP KeyValue"),
+        ("body", "a log body is not a valid OTLP AnyValue"),
+    ],
+)
 @pytest.mark.parametrize("how", ["utf-8", "length"])
-def test_undecodable_attribute_is_400_and_nothing_of_the_request_is_written(
-    collector: CollectorProcess, table_prefix: str, how: str
+def test_undecodable_attribute_or_body_is_400_and_nothing_of_the_request_is_written(
+    collector: CollectorProcess, table_prefix: str, field: str, what: str, how: str
 ) -> None:
+    """The decoder leaves attributes and bodies as bytes until flattening (collector.wire):
+    one that is not valid protobuf still rejects the whole request."""
     table = f"{table_prefix}_otel_logs"
-    status, _, body = post(collector, "/v1/logs", broken_attribute(how), table)
+    status, _, body = post(collector, "/v1/logs", undecodable_logs(field, how), table)
     assert status == 400
     assert status_of(body).message.startswith(
-        "cannot decode the body as an OTLP ExportLogsServiceRequest (protobuf): "
-        "an attribute is not a valid OTLP KeyValue: "
+        f"cannot decode the body as an OTLP ExportLogsServiceRequest (protobuf): {what}: "
     )
     assert_not_written(collector, table)
 

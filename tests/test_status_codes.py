@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from tests.conftest import CAPTURES, CollectorProcess, broken_attribute, wait_for_rows
+from tests.conftest import CAPTURES, CollectorProcess, undecodable_logs, wait_for_rows
 
 LOGS = ExportLogsServiceRequest.FromString((CAPTURES / "claude-code-2.1.197.logs.pb").read_bytes())
 
@@ -90,7 +90,7 @@ def test_grpc_undecodable_attribute_is_invalid_argument(
         request_serializer=lambda body: body,
         response_deserializer=ExportLogsServiceResponse.FromString,
     )
-    body = broken_attribute("utf-8")
+    body = undecodable_logs("attribute", "utf-8")
     error = grpc_error(lambda: export(body, metadata=(("x-databricks-uc-table-name", table),)))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "an attribute is not a valid OTLP KeyValue" in error.details()

@@ -100,6 +100,5 @@ def _convert(name: str, values: Any, convert: Converter) -> Any:
     if name == "severity_number":
         return [_SEVERITIES.get(n) or str(n) for n in values]
     if name == "body":
-        # An unset body and a body with no value (OTLP/JSON writes `"body": {}`) are NULL.
-        return [convert.body(v) if v.WhichOneof("value") else None for v in values]
+        return convert.bodies(values)
     return values

@@ -10,6 +10,7 @@ import base64
 import functools
 import itertools
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -28,7 +29,7 @@ __all__ = [
     "Converter",
     "InvalidRecord",
     "Limits",
-    "MalformedAttribute",
+    "MalformedValue",
     "MapColumns",
     "any_value_to_str",
     "enum_name",
@@ -161,6 +162,8 @@ _STRING = pa.string()
 _BINARY = pa.binary()
 _INT32 = pa.int32()
 _INT64 = pa.int64()
+_UINT64 = pa.uint64()
+_UINT64_ZERO = pa.array([0], _UINT64)
 
 TRUNCATED = "…[truncated]"
 _TRUNCATED_BYTES = len(TRUNCATED.encode("utf-8"))
@@ -264,9 +267,8 @@ class Converter:
     def _raw_maps(self, items: Sequence[bytes], offsets: Sequence[int]) -> MapColumns | None:
         """The columnar path for raw KeyValue bytes, or None when a row needs the per-row one
         (more attributes than the limit, or a key twice)."""
-        offset_array = pa.array(offsets, _INT32)
-        lists = pa.ListArray.from_arrays(offset_array, pa.nulls(len(items), pa.null()))
-        if pc.max(lists.value_lengths()).as_py() > self.max_attributes:
+        lengths = list(map(operator.sub, offsets[1:], offsets))
+        if max(lengths) > self.max_attributes:
             return None
         encoded = pa.array(items, _BINARY).dictionary_encode()
         indices = encoded.indices
@@ -285,14 +287,10 @@ class Converter:
                 clipped.append(0)
             keys.append(k)
             values.append(v)
+        offset_array = pa.array(offsets, _INT32)
         key_ids: dict[str, int] = {}
-        key_index = pa.array([key_ids.setdefault(k, len(key_ids)) for k in keys], _INT64)
-        # A key twice in a row (two values, or the same attribute repeated): (row, key) pairs
-        # are then fewer than the attributes.
-        row_key = pc.add(
-            pc.multiply(lists.value_parent_indices(), len(key_ids)), key_index.take(indices)
-        )
-        if pc.count_distinct(row_key).as_py() < len(items):
+        key_of = [key_ids.setdefault(k, len(key_ids)) for k in keys]
+        if _some_row_repeats(key_of, len(key_ids), indices, offset_array, lengths):
             return None
         if any(clipped):
             counts = pc.value_counts(indices)
@@ -306,8 +304,45 @@ class Converter:
             None,
         )
 
-    def body(self, v: AnyValue) -> str:
-        return self.clip(any_value_to_str(v))
+    def bodies(self, values: Sequence[Any]) -> list[str | None]:
+        """Log bodies as strings; an unset body and a body with no value (OTLP/JSON writes
+        ``"body": {}``) are None. ``values`` are AnyValue messages or OTLP/JSON nodes, or per
+        record the raw occurrences of the field that collector.wire leaves as bytes."""
+        if not values or hasattr(values[0], "WhichOneof"):
+            return [
+                self.clip(any_value_to_str(v)) if v.WhichOneof("value") else None for v in values
+            ]
+        # Occurrences of a singular message field merge, as their concatenated bytes do.
+        raw = list(map(_JOIN, values))
+        decoded = dict.fromkeys(raw)
+        cut = set()
+        for b in decoded:
+            text = _decode_body(b)
+            if text is not None:
+                decoded[b] = self._cut(text)
+                if decoded[b] is not text:
+                    cut.add(b)
+        if cut:
+            self.truncated += sum(b in cut for b in raw)
+        return list(map(decoded.__getitem__, raw))
+
+
+def _some_row_repeats(
+    key_of: list[int], n_keys: int, indices: pa.Array, offsets: pa.Array, lengths: list[int]
+) -> bool:
+    """Whether a row holds a key twice, given each distinct attribute's key id (``key_of``),
+    each attribute's distinct index (``indices``) and the rows' offsets and lengths."""
+    if n_keys <= 64:
+        # A row's sum of 2**key has as many bits set as the row has attributes exactly when no
+        # key repeats (two equal powers carry). Sums by row are differences of one cumulative
+        # sum, which may wrap: uint64 arithmetic keeps the differences right.
+        weights = pa.array([1 << k for k in key_of], _UINT64).take(indices)
+        running = pa.concat_arrays([_UINT64_ZERO, pc.cumulative_sum(weights)])
+        sums = pc.subtract(running.take(offsets[1:]), running.take(offsets[:-1]))
+        return list(map(int.bit_count, sums.to_pylist())) != lengths
+    rows = pa.ListArray.from_arrays(offsets, indices).value_parent_indices()
+    row_key = pc.add(pc.multiply(rows, n_keys), pa.array(key_of, _INT64).take(indices))
+    return pc.count_distinct(row_key).as_py() < len(indices)
 
 
 class MapColumns(NamedTuple):
@@ -320,8 +355,9 @@ class MapColumns(NamedTuple):
     extra: list[int] | None
 
 
-class MalformedAttribute(ValueError):
-    """A raw attribute is not a valid KeyValue: the request it came in cannot be decoded."""
+class MalformedValue(ValueError):
+    """A raw attribute or log body (collector.wire) is not valid protobuf: the request it came
+    in cannot be decoded."""
 
 
 def _key_value(kv: KeyValue) -> tuple[str, str]:
@@ -342,6 +378,17 @@ _DECODED_MAX = 16384
 _DECODED_ITEM_BYTES = 512
 
 
+_JOIN = b"".join
+
+
+def _decode_body(raw: bytes) -> str | None:
+    try:
+        value = AnyValue.FromString(raw)
+    except DecodeError as e:
+        raise MalformedValue(f"a log body is not a valid OTLP AnyValue: {e}") from None
+    return any_value_to_str(value) if value.WhichOneof("value") else None
+
+
 def _decode_key_value(raw: bytes) -> tuple[str, str]:
     pair = _DECODED.get(raw)
     if pair is not None:
@@ -349,7 +396,7 @@ def _decode_key_value(raw: bytes) -> tuple[str, str]:
     try:
         pair = _key_value(KeyValue.FromString(raw))
     except DecodeError as e:
-        raise MalformedAttribute(f"an attribute is not a valid OTLP KeyValue: {e}") from None
+        raise MalformedValue(f"an attribute is not a valid OTLP KeyValue: {e}") from None
     if len(raw) <= _DECODED_ITEM_BYTES:
         if len(_DECODED) >= _DECODED_MAX:
             _DECODED.clear()

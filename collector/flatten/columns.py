@@ -44,10 +44,7 @@ class MapValues:
 
     def extend(self, rows: Sequence[Sequence[Any]]) -> None:
         """Append many rows' lists, without a Python step per row."""
-        ends = itertools.accumulate(map(len, rows), initial=self.offsets[-1])
-        next(ends)
-        self.offsets.extend(ends)
-        self.items.extend(itertools.chain.from_iterable(rows))
+        _extend_rows(self.items, self.offsets, rows)
 
     def build(self) -> pa.Array:
         columns = self.convert.maps(self.items, self.offsets)
@@ -71,10 +68,17 @@ class ListValues:
         self.offsets: list[int] = [0]
         self.items: Any = _accumulator(type.value_type, convert)
 
-    def extend(self, values: Any) -> None:
+    def append(self, values: Iterable[Any]) -> None:
         """Append one row whose elements are primitive values."""
         self.items.extend(values)
         self.offsets.append(len(self.items))
+
+    def extend(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Append many rows of primitive elements, without a Python step per row."""
+        _extend_rows(self.items, self.offsets, rows)
+
+    def extend_empty(self, count: int) -> None:
+        self.offsets.extend([self.offsets[-1]] * count)
 
     def end_row(self, count: int) -> None:
         self.offsets.append(self.offsets[-1] + count)
@@ -136,6 +140,13 @@ class Rows:
     def build_batch(self) -> pa.RecordBatch:
         assert isinstance(self.type, pa.Schema)
         return pa.RecordBatch.from_arrays(self.arrays(), schema=self.type)
+
+
+def _extend_rows(items: list[Any], offsets: list[int], rows: Sequence[Sequence[Any]]) -> None:
+    ends = itertools.accumulate(map(len, rows), initial=offsets[-1])
+    next(ends)  # the initial value: the end of the rows already there
+    offsets.extend(ends)
+    items.extend(itertools.chain.from_iterable(rows))
 
 
 def _accumulator(type: pa.DataType, convert: Converter) -> Any:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import chain, repeat
+from operator import attrgetter, methodcaller
 from typing import Any
 
 import pyarrow as pa
@@ -29,6 +31,7 @@ __all__ = ["flatten_metrics"]
 # Proto oneof name → (metric_type value, struct column). The order is the DDL's.
 _TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 _METRIC_COLUMNS = ("name", "description", "unit", "metric_type", "metadata")
+_NO_POSITION = pa.scalar(None, pa.int32())
 
 
 def _exemplar_rows(exemplars: Iterable[Exemplar]) -> list[tuple[Any, ...]]:
@@ -51,23 +54,35 @@ def _exemplar_rows(exemplars: Iterable[Exemplar]) -> list[tuple[Any, ...]]:
     return out
 
 
+_read_common = attrgetter("start_time_unix_nano", "time_unix_nano", "attributes", "flags")
+_exemplars = attrgetter("exemplars")
+_which_value = methodcaller("WhichOneof", "value")
+_data_points = attrgetter("data_points")
+_read_number = attrgetter("as_double", "as_int")
+_read_histogram = attrgetter("count", "bucket_counts", "explicit_bounds", "sum", "min", "max")
+_has = {f: methodcaller("HasField", f) for f in ("sum", "min", "max")}
+
+
 class _PointRows:
-    """The struct rows of one metric type, with the fields every data point type shares."""
+    """The struct rows of one metric type, with the fields every data point type shares.
+
+    Points come a metric at a time. The common case (no exemplars) is read column-wise: one
+    C-level getter call per point and a list per field; points with exemplars, whose ids must be
+    checked first, go one by one.
+    """
 
     def __init__(self, type: pa.StructType, convert: Converter) -> None:
         self.rows = Rows(type, convert)
         names = {f.name for f in type}
-        self.start = self.rows["start_time_unix_nano"].append
-        self.time = self.rows["time_unix_nano"].append
-        self.attributes = self.rows["attributes"].append
-        self.flags = self.rows["flags"].append
         self.exemplars: ListValues | None = self.rows["exemplars"] if "exemplars" in names else None
 
     def common(self, dp: Any, exemplars: list[tuple[Any, ...]] | None) -> None:
-        self.start(dp.start_time_unix_nano)
-        self.time(dp.time_unix_nano)
-        self.attributes(dp.attributes)
-        self.flags(dp.flags)
+        """The shared fields of one point, with its checked exemplars."""
+        r = self.rows
+        r["start_time_unix_nano"].append(dp.start_time_unix_nano)
+        r["time_unix_nano"].append(dp.time_unix_nano)
+        r["attributes"].append(dp.attributes)
+        r["flags"].append(dp.flags)
         if self.exemplars is not None and exemplars is not None:
             items = self.exemplars.items
             for t, v, span, trace, attrs in exemplars:
@@ -78,18 +93,65 @@ class _PointRows:
                 items["filtered_attributes"].append(attrs)
             self.exemplars.end_row(len(exemplars))
 
+    def common_columns(self, points: list[Any]) -> None:
+        """The shared fields of points that have no exemplars, column by column."""
+        r = self.rows
+        start, time, attributes, flags = _columns(map(_read_common, points), 4)
+        r["start_time_unix_nano"].extend(start)
+        r["time_unix_nano"].extend(time)
+        r["attributes"].extend(attributes)
+        r["flags"].extend(flags)
+        if self.exemplars is not None:
+            self.exemplars.extend_empty(len(points))
+
     def __len__(self) -> int:
         return len(self.rows["time_unix_nano"])
+
+
+def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
+    """Per-point tuples → one tuple per field."""
+    return list(zip(*rows, strict=True)) or [()] * width
+
+
+def _without_exemplars(points: list[Any]) -> bool:
+    return not any(map(len, map(_exemplars, points)))
 
 
 def _optional(dp: Any, field: str) -> float | None:
     return getattr(dp, field) if dp.HasField(field) else None
 
 
-def _add_number_points(out: _PointRows, data: Any, kind: str, rej: Rejections, name: str) -> int:
+def _present(values: tuple[Any, ...], points: list[Any], field: str) -> list[Any]:
+    """``values`` of a proto3 optional field, None where the point does not set it."""
+    return [v if has else None for v, has in zip(values, map(_has[field], points), strict=True)]
+
+
+def _add_number_points(
+    out: _PointRows, datas: list[Any], rej: Rejections, names: list[str]
+) -> list[int]:
+    """The points of the gauges or sums ``datas`` (one per metric); how many each one kept."""
+    lengths = list(map(len, map(_data_points, datas)))
+    points = list(chain.from_iterable(map(_data_points, datas)))
+    kinds = list(map(_which_value, points))
+    if None in kinds or not _without_exemplars(points):
+        return [
+            _add_number_points_one_by_one(out, list(data.data_points), rej, name)
+            for data, name in zip(datas, names, strict=True)
+        ]
+    out.common_columns(points)
+    doubles, ints = _columns(map(_read_number, points), 2)
+    out.rows["value"].extend(
+        [d if k == "as_double" else float(i) for k, d, i in zip(kinds, doubles, ints, strict=True)]
+    )
+    return lengths
+
+
+def _add_number_points_one_by_one(
+    out: _PointRows, points: list[Any], rej: Rejections, name: str
+) -> int:
     values = out.rows["value"].append
     n = 0
-    for dp in data.data_points:
+    for dp in points:
         which = dp.WhichOneof("value")
         if which is None:
             rej.add(f"metric {name!r}", "number data point has no value")
@@ -102,38 +164,67 @@ def _add_number_points(out: _PointRows, data: Any, kind: str, rej: Rejections, n
         out.common(dp, exemplars)
         values(dp.as_double if which == "as_double" else float(dp.as_int))
         n += 1
-    if kind == "sum":
-        out.rows["aggregation_temporality"].extend(
-            [enum_name("aggregation_temporality", data.aggregation_temporality)] * n
-        )
-        out.rows["is_monotonic"].extend([data.is_monotonic] * n)
     return n
 
 
-def _add_histogram_points(out: _PointRows, data: Any, rej: Rejections, name: str) -> int:
+def _add_histogram_points(
+    out: _PointRows, datas: list[Any], rej: Rejections, names: list[str]
+) -> list[int]:
     r = out.rows
-    n = 0
-    for dp in data.data_points:
-        try:
-            exemplars = _exemplar_rows(dp.exemplars)
-        except InvalidRecord as e:
-            rej.add(f"metric {name!r}", e)
-            continue
-        out.common(dp, exemplars)
-        r["count"].append(dp.count)
-        r["sum"].append(_optional(dp, "sum"))
-        r["bucket_counts"].extend(dp.bucket_counts)
-        r["explicit_bounds"].extend(dp.explicit_bounds)
-        r["min"].append(_optional(dp, "min"))
-        r["max"].append(_optional(dp, "max"))
-        n += 1
-    r["aggregation_temporality"].extend(
-        [enum_name("aggregation_temporality", data.aggregation_temporality)] * n
-    )
-    return n
+    lengths = list(map(len, map(_data_points, datas)))
+    points = list(chain.from_iterable(map(_data_points, datas)))
+    if _without_exemplars(points):
+        out.common_columns(points)
+        count, bucket_counts, explicit_bounds, sums, mins, maxes = _columns(
+            map(_read_histogram, points), 6
+        )
+        r["count"].extend(count)
+        r["sum"].extend(_present(sums, points, "sum"))
+        r["bucket_counts"].extend(bucket_counts)
+        r["explicit_bounds"].extend(explicit_bounds)
+        r["min"].extend(_present(mins, points, "min"))
+        r["max"].extend(_present(maxes, points, "max"))
+        return lengths
+    kept = []
+    for data, name in zip(datas, names, strict=True):
+        n = 0
+        for dp in data.data_points:
+            try:
+                exemplars = _exemplar_rows(dp.exemplars)
+            except InvalidRecord as e:
+                rej.add(f"metric {name!r}", e)
+                continue
+            out.common(dp, exemplars)
+            r["count"].append(dp.count)
+            r["sum"].append(_optional(dp, "sum"))
+            r["bucket_counts"].append(dp.bucket_counts)
+            r["explicit_bounds"].append(dp.explicit_bounds)
+            r["min"].append(_optional(dp, "min"))
+            r["max"].append(_optional(dp, "max"))
+            n += 1
+        kept.append(n)
+    return kept
 
 
-def _add_exponential_points(out: _PointRows, data: Any, rej: Rejections, name: str) -> int:
+def _repeat_per_metric(out: _PointRows, kind: str, datas: list[Any], counts: list[int]) -> None:
+    for column in _PER_METRIC.get(kind, ()):
+        if column == "aggregation_temporality":
+            values = [enum_name(column, d.aggregation_temporality) for d in datas]
+        else:
+            values = [d.is_monotonic for d in datas]
+        out.rows[column].extend(chain.from_iterable(map(repeat, values, counts)))
+
+
+def _add_exponential_points(
+    out: _PointRows, datas: list[Any], rej: Rejections, names: list[str]
+) -> list[int]:
+    return [
+        _add_exponential_metric(out, data, rej, name)
+        for data, name in zip(datas, names, strict=True)
+    ]
+
+
+def _add_exponential_metric(out: _PointRows, data: Any, rej: Rejections, name: str) -> int:
     r = out.rows
     n = 0
     for dp in data.data_points:
@@ -149,29 +240,44 @@ def _add_exponential_points(out: _PointRows, data: Any, rej: Rejections, name: s
         r["zero_count"].append(dp.zero_count)
         for column, buckets in (("positive_bucket", dp.positive), ("negative_bucket", dp.negative)):
             r[column]["offset"].append(buckets.offset)
-            r[column]["bucket_counts"].extend(buckets.bucket_counts)
+            r[column]["bucket_counts"].append(buckets.bucket_counts)
         r["min"].append(_optional(dp, "min"))
         r["max"].append(_optional(dp, "max"))
         r["zero_threshold"].append(dp.zero_threshold)
         n += 1
-    r["aggregation_temporality"].extend(
-        [enum_name("aggregation_temporality", data.aggregation_temporality)] * n
-    )
     return n
 
 
-def _add_summary_points(out: _PointRows, data: Any) -> int:
+def _add_summary_points(
+    out: _PointRows, datas: list[Any], rej: Rejections, names: list[str]
+) -> list[int]:
     r = out.rows
     quantiles = r["quantile_values"]
-    for dp in data.data_points:
-        out.common(dp, None)
-        r["count"].append(dp.count)
-        r["sum"].append(dp.sum)
-        for q in dp.quantile_values:
-            quantiles.items["quantile"].append(q.quantile)
-            quantiles.items["value"].append(q.value)
-        quantiles.end_row(len(dp.quantile_values))
-    return len(data.data_points)
+    for data in datas:
+        for dp in data.data_points:
+            out.common(dp, None)
+            r["count"].append(dp.count)
+            r["sum"].append(dp.sum)
+            for q in dp.quantile_values:
+                quantiles.items["quantile"].append(q.quantile)
+                quantiles.items["value"].append(q.value)
+            quantiles.end_row(len(dp.quantile_values))
+    return [len(data.data_points) for data in datas]
+
+
+_ADD = {
+    "gauge": _add_number_points,
+    "sum": _add_number_points,
+    "histogram": _add_histogram_points,
+    "exponential_histogram": _add_exponential_points,
+    "summary": _add_summary_points,
+}
+# Columns that repeat a field of the metric's data (not of the point) on each of its rows.
+_PER_METRIC = {
+    "sum": ("aggregation_temporality", "is_monotonic"),
+    "histogram": ("aggregation_temporality",),
+    "exponential_histogram": ("aggregation_temporality",),
+}
 
 
 def flatten_metrics(
@@ -188,6 +294,10 @@ def flatten_metrics(
     kinds: list[int] = []  # per row: index into _TYPES
     positions: list[int] = []  # per row: position in that type's struct rows
 
+    # Metrics carry a few points each, so points are gathered by type across the request and
+    # read in one go per type; rows are then laid out metric by metric.
+    metrics: list[tuple[int, int, Any, str]] = []  # (resource, scope, metric, type)
+    by_type: dict[str, list[Any]] = {t: [] for t in _TYPES}  # each type's metrics' data
     for rm in request.resource_metrics:
         r_i = origins.add_resource(rm.resource, rm.schema_url)
         for sm in rm.scope_metrics:
@@ -196,29 +306,35 @@ def flatten_metrics(
                 kind = metric.WhichOneof("data")
                 if kind is None:
                     continue  # a metric with no data has no data points, hence no rows
-                data = getattr(metric, kind)
-                out = per_type[kind]
-                first = len(out)
-                if kind in ("gauge", "sum"):
-                    n = _add_number_points(out, data, kind, rej, metric.name)
-                elif kind == "histogram":
-                    n = _add_histogram_points(out, data, rej, metric.name)
-                elif kind == "exponential_histogram":
-                    n = _add_exponential_points(out, data, rej, metric.name)
-                else:
-                    n = _add_summary_points(out, data)
-                if not n:
-                    continue
-                m_i = len(per_metric["name"])
-                per_metric["name"].append(metric.name)
-                per_metric["description"].append(metric.description)
-                per_metric["unit"].append(metric.unit)
-                per_metric["metric_type"].append(kind)
-                per_metric["metadata"].append(metric.metadata)
-                metric_index.extend([m_i] * n)
-                kinds.extend([_TYPES.index(kind)] * n)
-                positions.extend(range(first, first + n))
-                origins.repeat(r_i, s_i, n)
+                metrics.append((r_i, s_i, metric, kind))
+                by_type[kind].append(getattr(metric, kind))
+
+    kept: dict[str, Iterator[int]] = {}
+    for t, datas in by_type.items():
+        if not datas:
+            continue
+        names = [m.name for _, _, m, kind in metrics if kind == t]
+        counts = _ADD[t](per_type[t], datas, rej, names)
+        _repeat_per_metric(per_type[t], t, datas, counts)
+        kept[t] = iter(counts)
+
+    next_position = dict.fromkeys(_TYPES, 0)
+    for r_i, s_i, metric, kind in metrics:
+        n = next(kept[kind])
+        if not n:
+            continue
+        m_i = len(per_metric["name"])
+        per_metric["name"].append(metric.name)
+        per_metric["description"].append(metric.description)
+        per_metric["unit"].append(metric.unit)
+        per_metric["metric_type"].append(kind)
+        per_metric["metadata"].append(metric.metadata)
+        metric_index.extend([m_i] * n)
+        kinds.extend([_TYPES.index(kind)] * n)
+        first = next_position[kind]
+        positions.extend(range(first, first + n))
+        next_position[kind] = first + n
+        origins.repeat(r_i, s_i, n)
 
     take = pa.array(metric_index, pa.int32())
     for column, array in zip(_METRIC_COLUMNS, per_metric.arrays(), strict=True):
@@ -227,7 +343,12 @@ def flatten_metrics(
     position_array = pa.array(positions, pa.int32())
     for t_i, t in enumerate(_TYPES):
         # Rows of other types take a null index and so get a null struct: exactly one of the
-        # five struct columns is set on each row.
-        index = pc.if_else(pc.equal(kind_array, t_i), position_array, None)
+        # five struct columns is set on each row. (Arrow scalars: a Python one makes pyarrow
+        # try to import pandas on every call.)
+        if not len(per_type[t]):
+            rows.set(t, pa.nulls(len(kinds), schema.field(t).type))
+            continue
+        is_t = pc.equal(kind_array, pa.scalar(t_i, pa.int8()))
+        index = pc.if_else(is_t, position_array, _NO_POSITION)
         rows.set(t, per_type[t].rows.build_struct().take(index))
     return finish(rows, origins, rej, convert)

@@ -341,7 +341,10 @@ def _some_row_repeats(
         sums = pc.subtract(running.take(offsets[1:]), running.take(offsets[:-1]))
         return list(map(int.bit_count, sums.to_pylist())) != lengths
     rows = pa.ListArray.from_arrays(offsets, indices).value_parent_indices()
-    row_key = pc.add(pc.multiply(rows, n_keys), pa.array(key_of, _INT64).take(indices))
+    # Scalars as Arrow scalars: a Python one makes pyarrow try to import pandas, every call.
+    row_key = pc.add(
+        pc.multiply(rows, pa.scalar(n_keys, _INT64)), pa.array(key_of, _INT64).take(indices)
+    )
     return pc.count_distinct(row_key).as_py() < len(indices)
 
 

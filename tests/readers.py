@@ -49,10 +49,16 @@ def _delta_extension() -> str:
     return found[0]
 
 
-def read_duckdb(path: Path) -> list[dict[str, Any]]:
+def duckdb_with_delta() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the delta extension loaded (from the pip package)."""
     con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    con.execute(f"LOAD '{_delta_extension()}'")
+    return con
+
+
+def read_duckdb(path: Path) -> list[dict[str, Any]]:
+    con = duckdb_with_delta()
     try:
-        con.execute(f"LOAD '{_delta_extension()}'")
         cursor = con.execute("SELECT * FROM delta_scan(?)", [str(path)])
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
+
 from collector.auth import TokensError, add_token
 from collector.config import ENV_PREFIX, Config, ConfigError
 from collector.log import configure_logging
@@ -94,6 +96,10 @@ def _serve(args: argparse.Namespace) -> int:
     worker = become_worker()
     if worker is None and config.workers > 1:
         return supervise(sys.argv[1:], config.workers)
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        # jemalloc (pyarrow's default) keeps the pages of each flushed buffer for a while:
+        # ~60 MiB more peak RSS per worker under load, for no measurable speed.
+        pa.set_memory_pool(pa.system_memory_pool())
     asyncio.run(Collector(config, worker=worker or 0).serve_until_signalled())
     return 0
 

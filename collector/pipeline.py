@@ -108,6 +108,7 @@ class Pipeline:
                 ": send smaller batches"
             )
         flat = flatten_request(signal, request, self.limits)
+        del request  # see the HTTP receiver: the parsed request is not needed while we wait
         if flat.batch.num_rows:
             await self.ready(table, signal.schema)
             self.admit()  # others may have filled the buffers while this request was decoded

@@ -66,10 +66,18 @@ class _Handler:
             media = media_type(request.headers.get("Content-Type"))
             with self.pipeline.admission():
                 principal = self.pipeline.authenticate(request.headers.get("Authorization"))
-                body = await read_body(request, self.max_request_bytes, self.read_timeout)
-                message = decode_request(self.signal, body, media)
+                # Neither the body nor the decoded request is kept in this frame: export drops
+                # the request once flattened, before it waits for the WAL with the others in
+                # flight, which is most of the memory a request costs.
                 result = await self.pipeline.export(
-                    self.signal, request.headers.get(TABLE_HEADER), message, principal
+                    self.signal,
+                    request.headers.get(TABLE_HEADER),
+                    decode_request(
+                        self.signal,
+                        await read_body(request, self.max_request_bytes, self.read_timeout),
+                        media,
+                    ),
+                    principal,
                 )
         except ExportError as e:
             self.pipeline.metrics.inc(

@@ -210,15 +210,21 @@ class Converter:
 
     def attributes(self, kvs: Sequence[KeyValue]) -> tuple[dict[str, str], int]:
         """The list as a map (last duplicate wins), and how many attributes the limit dropped."""
-        return self._limited_map([_key_value(kv) for kv in kvs[: self.max_attributes]], len(kvs))
+        pairs, long = _key_values(kvs[: self.max_attributes], self._quick)
+        return self._limited_map(pairs, len(kvs), long)
 
-    def _limited_map(self, pairs: list[tuple[str, str]], count: int) -> tuple[dict[str, str], int]:
+    def _too_long(self, pairs: list[tuple[str, str]]) -> bool:
+        """Whether some key or value may need cutting (one C-level pass)."""
+        return max(map(len, itertools.chain.from_iterable(pairs)), default=0) > self._quick
+
+    def _limited_map(
+        self, pairs: list[tuple[str, str]], count: int, clip: bool
+    ) -> tuple[dict[str, str], int]:
         # ``pairs`` are the first max_attributes of ``count`` attributes.
         extra = count - self.max_attributes
         if extra > 0:
             self.dropped += extra
-        quick = self._quick
-        if any(len(k) > quick or len(v) > quick for k, v in pairs):
+        if clip:
             pairs = [(self.clip(k), self.clip(v)) for k, v in pairs]
         return dict(pairs), max(extra, 0)
 
@@ -231,19 +237,60 @@ class Converter:
 
         ``items`` holds the KeyValues of every row (row i has ``items[offsets[i]:offsets[i+1]]``):
         messages, OTLP/JSON nodes, or the raw bytes collector.wire leaves them as. Raw bytes are
-        decoded once per distinct value and expanded with ``take``, so the cost per attribute is
-        a few C-level steps; rows that hit a limit or repeat a key take the per-row path.
+        decoded once per distinct value and laid out with ``take``, a few C-level steps per
+        attribute; rows holding more attributes than the limit or a key twice, and messages
+        and nodes (whose every attribute is converted anyway), are made into maps row by row.
         """
-        if items and isinstance(items[0], bytes):
-            columns = self._raw_maps(items, offsets)
+        if not items or not isinstance(items[0], bytes):
+            return self._row_maps(*_key_values(items, self._quick), offsets)
+        lengths = list(map(operator.sub, offsets[1:], offsets))
+        if max(lengths) <= self.max_attributes:
+            encoded = pa.array(items, _BINARY).dictionary_encode()
+            pairs = list(map(_decode_key_value, encoded.dictionary.to_pylist()))
+            columns = self._columns(pairs, encoded.indices, offsets, lengths)
             if columns is not None:
                 return columns
-            pairs = [_decode_key_value(b) for b in items]
-        else:
-            pairs = [_key_value(kv) for kv in items]
-        return self._row_maps(pairs, offsets)
+        pairs = list(map(_decode_key_value, items))
+        return self._row_maps(pairs, self._too_long(pairs), offsets)
 
-    def _row_maps(self, pairs: list[tuple[str, str]], offsets: Sequence[int]) -> MapColumns:
+    def _columns(
+        self,
+        pairs: list[tuple[str, str]],
+        indices: pa.Array,
+        offsets: Sequence[int],
+        lengths: list[int],
+    ) -> MapColumns | None:
+        """The map columns of distinct (key, value) ``pairs`` laid out by ``indices``, or None
+        if a row holds a key twice."""
+        clipped = None  # per pair: how many of its strings were cut
+        if self._too_long(pairs):
+            cut = [(self._cut(k), self._cut(v)) for k, v in pairs]
+            clipped = [
+                (ck is not k) + (cv is not v) for (k, v), (ck, cv) in zip(pairs, cut, strict=True)
+            ]
+            pairs = cut
+        keys = list(map(_FIRST, pairs))
+        key_ids: dict[str, int] = {}
+        key_of = [key_ids.setdefault(k, len(key_ids)) for k in keys]
+        offset_array = pa.array(offsets, _INT32)
+        if _some_row_repeats(key_of, len(key_ids), indices, offset_array, lengths):
+            return None
+        if clipped and any(clipped):
+            # Counted once per occurrence, not once per distinct pair.
+            counts = pc.value_counts(indices)
+            distinct = counts.field("values").to_pylist()
+            for i, n in zip(distinct, counts.field("counts").to_pylist(), strict=True):
+                self.truncated += clipped[i] * n
+        return MapColumns(
+            offset_array,
+            pa.array(keys, _STRING).take(indices),
+            pa.array(list(map(_SECOND, pairs)), _STRING).take(indices),
+            None,
+        )
+
+    def _row_maps(
+        self, pairs: list[tuple[str, str]], clip: bool, offsets: Sequence[int]
+    ) -> MapColumns:
         keys: list[str] = []
         values: list[str] = []
         out_offsets = [0]
@@ -251,7 +298,7 @@ class Converter:
         limit = self.max_attributes
         for start, end in itertools.pairwise(offsets):
             mapping, dropped = self._limited_map(
-                pairs[start : min(end, start + limit)], end - start
+                pairs[start : min(end, start + limit)], end - start, clip
             )
             keys.extend(mapping)
             values.extend(mapping.values())
@@ -262,46 +309,6 @@ class Converter:
             pa.array(keys, _STRING),
             pa.array(values, _STRING),
             extra if any(extra) else None,
-        )
-
-    def _raw_maps(self, items: Sequence[bytes], offsets: Sequence[int]) -> MapColumns | None:
-        """The columnar path for raw KeyValue bytes, or None when a row needs the per-row one
-        (more attributes than the limit, or a key twice)."""
-        lengths = list(map(operator.sub, offsets[1:], offsets))
-        if max(lengths) > self.max_attributes:
-            return None
-        encoded = pa.array(items, _BINARY).dictionary_encode()
-        indices = encoded.indices
-        quick = self._quick
-        keys: list[str] = []
-        values: list[str] = []
-        clipped: list[int] = []  # per distinct attribute: how many of its strings were cut
-        for b in encoded.dictionary.to_pylist():
-            k, v = _decode_key_value(b)
-            if len(k) > quick or len(v) > quick:
-                # Counted below once per occurrence, not once per distinct value.
-                cut_k, cut_v = self._cut(k), self._cut(v)
-                clipped.append((cut_k is not k) + (cut_v is not v))
-                k, v = cut_k, cut_v
-            else:
-                clipped.append(0)
-            keys.append(k)
-            values.append(v)
-        offset_array = pa.array(offsets, _INT32)
-        key_ids: dict[str, int] = {}
-        key_of = [key_ids.setdefault(k, len(key_ids)) for k in keys]
-        if _some_row_repeats(key_of, len(key_ids), indices, offset_array, lengths):
-            return None
-        if any(clipped):
-            counts = pc.value_counts(indices)
-            distinct = counts.field("values").to_pylist()
-            for i, n in zip(distinct, counts.field("counts").to_pylist(), strict=True):
-                self.truncated += clipped[i] * n
-        return MapColumns(
-            offset_array,
-            pa.array(keys, _STRING).take(indices),
-            pa.array(values, _STRING).take(indices),
-            None,
         )
 
     def bodies(self, values: Sequence[Any]) -> list[str | None]:
@@ -363,15 +370,26 @@ class MalformedValue(ValueError):
     in cannot be decoded."""
 
 
-def _key_value(kv: KeyValue) -> tuple[str, str]:
-    # Strings are most values, so they skip the general conversion.
-    v = kv.value
-    kind = v.WhichOneof("value")
-    if kind == "string_value":
-        return kv.key, v.string_value
-    if kind == "int_value":
-        return kv.key, str(v.int_value)
-    return kv.key, any_value_to_str(v)
+def _key_values(kvs: Iterable[KeyValue], quick: int = 0) -> tuple[list[tuple[str, str]], bool]:
+    """(key, value) strings of KeyValues, and whether a key or value is longer than ``quick``
+    characters. One loop for all: a call per attribute would cost as much as converting it."""
+    out = []
+    append = out.append
+    longest = 0
+    for kv in kvs:
+        v = kv.value
+        kind = v.WhichOneof("value")  # strings are most values: they skip the general case
+        if kind == "string_value":
+            s = v.string_value
+        elif kind == "int_value":
+            s = str(v.int_value)
+        else:
+            s = any_value_to_str(v)
+        k = kv.key
+        if len(s) > longest or len(k) > longest:
+            longest = max(len(s), len(k))
+        append((k, s))
+    return out, longest > quick
 
 
 # Attribute bytes → (key, value): agents send the same attributes on every record of every
@@ -382,6 +400,8 @@ _DECODED_ITEM_BYTES = 512
 
 
 _JOIN = b"".join
+_FIRST = operator.itemgetter(0)
+_SECOND = operator.itemgetter(1)
 
 
 def _decode_body(raw: bytes) -> str | None:
@@ -397,7 +417,7 @@ def _decode_key_value(raw: bytes) -> tuple[str, str]:
     if pair is not None:
         return pair
     try:
-        pair = _key_value(KeyValue.FromString(raw))
+        (pair,), _ = _key_values((KeyValue.FromString(raw),))
     except DecodeError as e:
         raise MalformedValue(f"an attribute is not a valid OTLP KeyValue: {e}") from None
     if len(raw) <= _DECODED_ITEM_BYTES:

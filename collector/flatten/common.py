@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain, repeat
 
 import pyarrow as pa
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
@@ -76,6 +77,11 @@ class Origins:
         """The next ``rows`` rows came from this resource and scope."""
         self._resource_index.extend([resource] * rows)
         self._scope_index.extend([scope] * rows)
+
+    def repeat_each(self, resources: list[int], scopes: list[int], counts: list[int]) -> None:
+        """Row groups in order: ``counts[i]`` rows from ``resources[i]`` and ``scopes[i]``."""
+        self._resource_index.extend(chain.from_iterable(map(repeat, resources, counts)))
+        self._scope_index.extend(chain.from_iterable(map(repeat, scopes, counts)))
 
     def fill(self, rows: Rows) -> None:
         r = pa.array(self._resource_index, pa.int32())

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from itertools import chain, repeat
-from operator import attrgetter, methodcaller
+from operator import add, attrgetter, methodcaller
 from typing import Any
 
 import pyarrow as pa
@@ -32,6 +32,13 @@ __all__ = ["flatten_metrics"]
 _TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 _METRIC_COLUMNS = ("name", "description", "unit", "metric_type", "metadata")
 _NO_POSITION = pa.scalar(None, pa.int32())
+_TYPE_IDS = {t: i for i, t in enumerate(_TYPES)}
+_read_metric = attrgetter("name", "description", "unit", "metadata")
+
+
+def _per_row(values: Iterable[Any], counts: list[int]) -> list[Any]:
+    """Each metric's value once per row of the metric."""
+    return list(chain.from_iterable(map(repeat, values, counts)))
 
 
 def _exemplar_rows(exemplars: Iterable[Exemplar]) -> list[tuple[Any, ...]]:
@@ -290,14 +297,14 @@ def flatten_metrics(
     rej = Rejections()
     per_type = {t: _PointRows(schema.field(t).type, convert) for t in _TYPES}
     per_metric = Rows(pa.schema([schema.field(c) for c in _METRIC_COLUMNS]), convert)
-    metric_index: list[int] = []
-    kinds: list[int] = []  # per row: index into _TYPES
-    positions: list[int] = []  # per row: position in that type's struct rows
 
     # Metrics carry a few points each, so points are gathered by type across the request and
     # read in one go per type; rows are then laid out metric by metric.
-    metrics: list[tuple[int, int, Any, str]] = []  # (resource, scope, metric, type)
-    by_type: dict[str, list[Any]] = {t: [] for t in _TYPES}  # each type's metrics' data
+    metrics: list[Any] = []  # the metrics that have data, in request order
+    kind_ids: list[int] = []  # per metric: index into _TYPES
+    resources: list[int] = []  # per metric: index of its resource in origins, and of its scope
+    scopes: list[int] = []
+    by_type: dict[str, tuple[list[int], list[Any]]] = {t: ([], []) for t in _TYPES}
     for rm in request.resource_metrics:
         r_i = origins.add_resource(rm.resource, rm.schema_url)
         for sm in rm.scope_metrics:
@@ -306,35 +313,36 @@ def flatten_metrics(
                 kind = metric.WhichOneof("data")
                 if kind is None:
                     continue  # a metric with no data has no data points, hence no rows
-                metrics.append((r_i, s_i, metric, kind))
-                by_type[kind].append(getattr(metric, kind))
+                members, datas = by_type[kind]
+                members.append(len(metrics))
+                datas.append(getattr(metric, kind))
+                metrics.append(metric)
+                kind_ids.append(_TYPE_IDS[kind])
+                resources.append(r_i)
+                scopes.append(s_i)
+    names, descriptions, units, metadata = _columns(map(_read_metric, metrics), 4)
 
-    kept: dict[str, Iterator[int]] = {}
-    for t, datas in by_type.items():
-        if not datas:
+    counts = [0] * len(metrics)  # per metric: the points kept, hence its rows
+    firsts = [0] * len(metrics)  # per metric: its first row among its type's struct rows
+    for t, (members, datas) in by_type.items():
+        if not members:
             continue
-        names = [m.name for _, _, m, kind in metrics if kind == t]
-        counts = _ADD[t](per_type[t], datas, rej, names)
-        _repeat_per_metric(per_type[t], t, datas, counts)
-        kept[t] = iter(counts)
+        kept = _ADD[t](per_type[t], datas, rej, [names[i] for i in members])
+        _repeat_per_metric(per_type[t], t, datas, kept)
+        position = 0
+        for i, n in zip(members, kept, strict=True):
+            counts[i], firsts[i] = n, position
+            position += n
 
-    next_position = dict.fromkeys(_TYPES, 0)
-    for r_i, s_i, metric, kind in metrics:
-        n = next(kept[kind])
-        if not n:
-            continue
-        m_i = len(per_metric["name"])
-        per_metric["name"].append(metric.name)
-        per_metric["description"].append(metric.description)
-        per_metric["unit"].append(metric.unit)
-        per_metric["metric_type"].append(kind)
-        per_metric["metadata"].append(metric.metadata)
-        metric_index.extend([m_i] * n)
-        kinds.extend([_TYPES.index(kind)] * n)
-        first = next_position[kind]
-        positions.extend(range(first, first + n))
-        next_position[kind] = first + n
-        origins.repeat(r_i, s_i, n)
+    per_metric["name"].extend(names)
+    per_metric["description"].extend(descriptions)
+    per_metric["unit"].extend(units)
+    per_metric["metric_type"].extend([_TYPES[k] for k in kind_ids])
+    per_metric["metadata"].extend(metadata)
+    metric_index = _per_row(range(len(metrics)), counts)
+    kinds = _per_row(kind_ids, counts)
+    positions = list(chain.from_iterable(map(range, firsts, map(add, firsts, counts))))
+    origins.repeat_each(resources, scopes, counts)
 
     take = pa.array(metric_index, pa.int32())
     for column, array in zip(_METRIC_COLUMNS, per_metric.arrays(), strict=True):

@@ -241,7 +241,10 @@ class Converter:
         attribute; rows holding more attributes than the limit or a key twice, and messages
         and nodes (whose every attribute is converted anyway), are made into maps row by row.
         """
-        if not items or not isinstance(items[0], bytes):
+        if not items:  # e.g. metric metadata, which agents leave empty
+            empty = pa.array([], _STRING)
+            return MapColumns(pa.array(offsets, _INT32), empty, empty, None)
+        if not isinstance(items[0], bytes):
             return self._row_maps(*_key_values(items, self._quick), offsets)
         lengths = list(map(operator.sub, offsets[1:], offsets))
         if max(lengths) <= self.max_attributes:

@@ -10,11 +10,11 @@ schema: a flattener names columns, never types.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from collector.flatten.values import Converter
 
@@ -128,11 +128,19 @@ class Rows:
         self.columns[name] = array
 
     def arrays(self) -> list[pa.Array]:
-        built = {f.name: _build(self.columns[f.name], f.type) for f in self.type}
+        built = {}
         attributes = self.columns.get("attributes")
-        if isinstance(attributes, MapValues) and attributes.extra and _DROPPED in built:
-            built[_DROPPED] = pc.add(built[_DROPPED], pa.array(attributes.extra, _INT))
-        return list(built.values())
+        if isinstance(attributes, MapValues) and isinstance(self.columns.get(_DROPPED), list):
+            # The map first: what the limit dropped is known once it is built. Added as Python
+            # ints, so a total past the uint32 range fails as any out-of-range value does.
+            built["attributes"] = attributes.build()
+            if attributes.extra:
+                dropped = self.columns[_DROPPED]
+                self.columns[_DROPPED] = list(map(operator.add, dropped, attributes.extra))
+        return [
+            built[f.name] if f.name in built else _build(self.columns[f.name], f.type)
+            for f in self.type
+        ]
 
     def build_struct(self) -> pa.StructArray:
         return pa.StructArray.from_arrays(self.arrays(), fields=list(self.type))

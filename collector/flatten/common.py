@@ -27,18 +27,21 @@ class Flattened:
 
 
 class Rejections:
-    """Counts records that cannot be stored and keeps the first reason."""
+    """Counts records that cannot be stored and keeps the reason of the first in the request
+    (``at`` orders them when they are not found in request order)."""
 
-    __slots__ = ("count", "first")
+    __slots__ = ("_first_at", "count", "first")
 
     def __init__(self) -> None:
         self.count = 0
         self.first: str | None = None
+        self._first_at = 0
 
-    def add(self, what: str, reason: object) -> None:
+    def add(self, what: str, reason: object, at: int = 0) -> None:
         self.count += 1
-        if self.first is None:
+        if self.first is None or at < self._first_at:
             self.first = f"{what}: {reason}"
+            self._first_at = at
 
 
 class Origins:

@@ -14,6 +14,7 @@ from collector.flatten.values import (
     Converter,
     InvalidRecord,
     Limits,
+    check_decodable,
     enum_names,
     hex_id,
 )
@@ -40,6 +41,8 @@ _FIELDS = (
 _read = attrgetter(*_FIELDS)
 _TRACE = _FIELDS.index("trace_id")
 _SPAN = _FIELDS.index("span_id")
+_ATTRIBUTES = _FIELDS.index("attributes")
+_BODY = _FIELDS.index("body")
 _trace_id = itemgetter(_TRACE)
 _span_id = itemgetter(_SPAN)
 
@@ -83,6 +86,7 @@ def _valid(batch: list[tuple[Any, ...]], rej: Rejections) -> list[tuple[Any, ...
             hex_id(record[_SPAN], 8, "span_id")
         except InvalidRecord as e:
             rej.add("log record", e)
+            check_decodable(record[_ATTRIBUTES], body=record[_BODY])
         else:
             kept.append(record)
     return kept

@@ -21,6 +21,7 @@ from collector.flatten.values import (
     Converter,
     InvalidRecord,
     Limits,
+    check_decodable,
     enum_name,
     hex_id,
 )
@@ -134,7 +135,7 @@ def _present(values: tuple[Any, ...], points: list[Any], field: str) -> list[Any
 
 
 def _add_number_points(
-    out: _PointRows, datas: list[Any], rej: Rejections, names: list[str]
+    out: _PointRows, datas: list[Any], rej: Rejections, labels: list[tuple[int, str]]
 ) -> list[int]:
     """The points of the gauges or sums ``datas`` (one per metric); how many each one kept."""
     lengths = list(map(len, map(_data_points, datas)))
@@ -142,8 +143,8 @@ def _add_number_points(
     kinds = list(map(_which_value, points))
     if None in kinds or not _without_exemplars(points):
         return [
-            _add_number_points_one_by_one(out, list(data.data_points), rej, name)
-            for data, name in zip(datas, names, strict=True)
+            _add_number_points_one_by_one(out, list(data.data_points), rej, label)
+            for data, label in zip(datas, labels, strict=True)
         ]
     out.common_columns(points)
     doubles, ints = _columns(map(_read_number, points), 2)
@@ -154,19 +155,19 @@ def _add_number_points(
 
 
 def _add_number_points_one_by_one(
-    out: _PointRows, points: list[Any], rej: Rejections, name: str
+    out: _PointRows, points: list[Any], rej: Rejections, label: tuple[int, str]
 ) -> int:
     values = out.rows["value"].append
     n = 0
     for dp in points:
         which = dp.WhichOneof("value")
         if which is None:
-            rej.add(f"metric {name!r}", "number data point has no value")
+            _reject(rej, label, dp, "number data point has no value")
             continue
         try:
             exemplars = _exemplar_rows(dp.exemplars)
         except InvalidRecord as e:
-            rej.add(f"metric {name!r}", e)
+            _reject(rej, label, dp, e)
             continue
         out.common(dp, exemplars)
         values(dp.as_double if which == "as_double" else float(dp.as_int))
@@ -175,7 +176,7 @@ def _add_number_points_one_by_one(
 
 
 def _add_histogram_points(
-    out: _PointRows, datas: list[Any], rej: Rejections, names: list[str]
+    out: _PointRows, datas: list[Any], rej: Rejections, labels: list[tuple[int, str]]
 ) -> list[int]:
     r = out.rows
     lengths = list(map(len, map(_data_points, datas)))
@@ -193,13 +194,13 @@ def _add_histogram_points(
         r["max"].extend(_present(maxes, points, "max"))
         return lengths
     kept = []
-    for data, name in zip(datas, names, strict=True):
+    for data, label in zip(datas, labels, strict=True):
         n = 0
         for dp in data.data_points:
             try:
                 exemplars = _exemplar_rows(dp.exemplars)
             except InvalidRecord as e:
-                rej.add(f"metric {name!r}", e)
+                _reject(rej, label, dp, e)
                 continue
             out.common(dp, exemplars)
             r["count"].append(dp.count)
@@ -213,6 +214,14 @@ def _add_histogram_points(
     return kept
 
 
+def _reject(rej: Rejections, label: tuple[int, str], dp: Any, reason: object) -> None:
+    """Count a point that cannot be stored; the first in request order (the metric's index in
+    ``label``) gives the message. Its undecoded attributes must decode all the same."""
+    at, name = label
+    rej.add(f"metric {name!r}", reason, at)
+    check_decodable(dp.attributes, *(e.filtered_attributes for e in dp.exemplars))
+
+
 def _repeat_per_metric(out: _PointRows, kind: str, datas: list[Any], counts: list[int]) -> None:
     for column in _PER_METRIC.get(kind, ()):
         if column == "aggregation_temporality":
@@ -223,22 +232,24 @@ def _repeat_per_metric(out: _PointRows, kind: str, datas: list[Any], counts: lis
 
 
 def _add_exponential_points(
-    out: _PointRows, datas: list[Any], rej: Rejections, names: list[str]
+    out: _PointRows, datas: list[Any], rej: Rejections, labels: list[tuple[int, str]]
 ) -> list[int]:
     return [
-        _add_exponential_metric(out, data, rej, name)
-        for data, name in zip(datas, names, strict=True)
+        _add_exponential_metric(out, data, rej, label)
+        for data, label in zip(datas, labels, strict=True)
     ]
 
 
-def _add_exponential_metric(out: _PointRows, data: Any, rej: Rejections, name: str) -> int:
+def _add_exponential_metric(
+    out: _PointRows, data: Any, rej: Rejections, label: tuple[int, str]
+) -> int:
     r = out.rows
     n = 0
     for dp in data.data_points:
         try:
             exemplars = _exemplar_rows(dp.exemplars)
         except InvalidRecord as e:
-            rej.add(f"metric {name!r}", e)
+            _reject(rej, label, dp, e)
             continue
         out.common(dp, exemplars)
         r["count"].append(dp.count)
@@ -256,7 +267,7 @@ def _add_exponential_metric(out: _PointRows, data: Any, rej: Rejections, name: s
 
 
 def _add_summary_points(
-    out: _PointRows, datas: list[Any], rej: Rejections, names: list[str]
+    out: _PointRows, datas: list[Any], rej: Rejections, labels: list[tuple[int, str]]
 ) -> list[int]:
     r = out.rows
     quantiles = r["quantile_values"]
@@ -327,7 +338,7 @@ def flatten_metrics(
     for t, (members, datas) in by_type.items():
         if not members:
             continue
-        kept = _ADD[t](per_type[t], datas, rej, [names[i] for i in members])
+        kept = _ADD[t](per_type[t], datas, rej, [(i, names[i]) for i in members])
         _repeat_per_metric(per_type[t], t, datas, kept)
         position = 0
         for i, n in zip(members, kept, strict=True):
@@ -338,7 +349,8 @@ def flatten_metrics(
     per_metric["description"].extend(descriptions)
     per_metric["unit"].extend(units)
     per_metric["metric_type"].extend([_TYPES[k] for k in kind_ids])
-    per_metric["metadata"].extend(metadata)
+    # Only metrics with rows: the limits count what they cut of stored metadata.
+    per_metric["metadata"].extend([m if n else () for m, n in zip(metadata, counts, strict=True)])
     metric_index = _per_row(range(len(metrics)), counts)
     kinds = _per_row(kind_ids, counts)
     positions = list(chain.from_iterable(map(range, firsts, map(add, firsts, counts))))

@@ -14,6 +14,7 @@ from collector.flatten.values import (
     Converter,
     InvalidRecord,
     Limits,
+    check_decodable,
     enum_name,
     hex_id,
 )
@@ -64,6 +65,11 @@ def flatten_spans(request: ExportTraceServiceRequest, limits: Limits = DEFAULT_L
                     span_links = _links(span)
                 except InvalidRecord as e:
                     rej.add("span", e)
+                    check_decodable(
+                        span.attributes,
+                        *(event.attributes for event in span.events),
+                        *(link.attributes for link in span.links),
+                    )
                     continue
                 rows["trace_id"].append(trace)
                 rows["span_id"].append(span_id)

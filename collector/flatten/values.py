@@ -32,6 +32,7 @@ __all__ = [
     "MalformedValue",
     "MapColumns",
     "any_value_to_str",
+    "check_decodable",
     "enum_name",
     "enum_names",
     "format_double",
@@ -403,6 +404,20 @@ _DECODED_ITEM_BYTES = 512
 
 
 _JOIN = b"".join
+
+
+def check_decodable(*lists: Iterable[Any], body: Any = None) -> None:
+    """Decode the raw attribute lists (and body) that collector.wire left undecoded in a record
+    being rejected, for their errors only: a malformed one fails the whole request, rejected
+    record or not, as a full parse would have."""
+    for items in lists:
+        for item in items:
+            if isinstance(item, bytes):
+                _decode_key_value(item)
+    if body is not None and not hasattr(body, "WhichOneof"):
+        _decode_body(_JOIN(body))
+
+
 _FIRST = operator.itemgetter(0)
 _SECOND = operator.itemgetter(1)
 

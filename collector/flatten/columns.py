@@ -102,18 +102,25 @@ class Rows:
     includes the attributes the limits dropped.
     """
 
-    __slots__ = ("columns", "type")
+    __slots__ = ("_convert", "_types", "columns", "type")
 
     def __init__(self, type: pa.StructType | pa.Schema, convert: Converter) -> None:
         self.type = type
-        self.columns: dict[str, Any] = {f.name: _accumulator(f.type, convert) for f in type}
+        self._convert = convert
+        self._types = {f.name: f.type for f in type}
+        # Made on first use: the metrics schema is a tree of some 200 accumulators, and a
+        # request of one data point touches a few of them.
+        self.columns: dict[str, Any] = {}
 
     def __getitem__(self, name: str) -> Any:
-        return self.columns[name]
+        column = self.columns.get(name)
+        if column is None:
+            column = self.columns[name] = _accumulator(self._types[name], self._convert)
+        return column
 
     def __len__(self) -> int:
         for field in self.type:
-            col = self.columns[field.name]
+            col = self[field.name]
             if isinstance(col, list):
                 return len(col)
             if isinstance(col, (MapValues, ListValues)):
@@ -123,14 +130,18 @@ class Rows:
         raise TypeError("Rows needs a primitive, map, list or finished column to count rows")
 
     def set(self, name: str, array: pa.Array) -> None:
-        if name not in self.columns:
+        if name not in self._types:
             raise KeyError(name)
         self.columns[name] = array
 
     def arrays(self) -> list[pa.Array]:
         built = {}
         attributes = self.columns.get("attributes")
-        if isinstance(attributes, MapValues) and isinstance(self.columns.get(_DROPPED), list):
+        if (
+            isinstance(attributes, MapValues)
+            and _DROPPED in self._types
+            and isinstance(self[_DROPPED], list)
+        ):
             # The map first: what the limit dropped is known once it is built. Added as Python
             # ints, so a total past the uint32 range fails as any out-of-range value does.
             built["attributes"] = attributes.build()
@@ -138,8 +149,7 @@ class Rows:
                 dropped = self.columns[_DROPPED]
                 self.columns[_DROPPED] = list(map(operator.add, dropped, attributes.extra))
         return [
-            built[f.name] if f.name in built else _build(self.columns[f.name], f.type)
-            for f in self.type
+            built[f.name] if f.name in built else _build(self[f.name], f.type) for f in self.type
         ]
 
     def build_struct(self) -> pa.StructArray:

@@ -165,6 +165,9 @@ _INT32 = pa.int32()
 _INT64 = pa.int64()
 _UINT64 = pa.uint64()
 _UINT64_ZERO = pa.array([0], _UINT64)
+_JOIN = b"".join
+_FIRST = operator.itemgetter(0)
+_SECOND = operator.itemgetter(1)
 
 TRUNCATED = "…[truncated]"
 _TRUNCATED_BYTES = len(TRUNCATED.encode("utf-8"))
@@ -403,9 +406,6 @@ _DECODED_MAX = 16384
 _DECODED_ITEM_BYTES = 512
 
 
-_JOIN = b"".join
-
-
 def check_decodable(*lists: Iterable[Any], body: Any = None) -> None:
     """Decode the raw attribute lists (and body) that collector.wire left undecoded in a record
     being rejected, for their errors only: a malformed one fails the whole request, rejected
@@ -416,10 +416,6 @@ def check_decodable(*lists: Iterable[Any], body: Any = None) -> None:
                 _decode_key_value(item)
     if body is not None and not hasattr(body, "WhichOneof"):
         _decode_body(_JOIN(body))
-
-
-_FIRST = operator.itemgetter(0)
-_SECOND = operator.itemgetter(1)
 
 
 def _decode_body(raw: bytes) -> str | None:

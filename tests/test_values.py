@@ -291,6 +291,13 @@ def test_any_value_json_round_trips(value: object) -> None:
 # --- Converter (attribute lists) -------------------------------------------------------------------------
 
 
+def one_row(convert: Converter, kvs: list[KeyValue]) -> tuple[dict[str, str], int]:
+    """The map ``Converter.maps`` makes of one row's KeyValues, and the attributes it dropped."""
+    columns = convert.maps(kvs, [0, len(kvs)])
+    mapping = dict(zip(columns.keys.to_pylist(), columns.values.to_pylist(), strict=True))
+    return mapping, columns.extra[0] if columns.extra else 0
+
+
 def test_attributes_dict() -> None:
     kvs = [
         kv("duration_ms", i(2330)),
@@ -301,7 +308,7 @@ def test_attributes_dict() -> None:
         kv("blob", raw(b"hi")),
         kv("empty"),
     ]
-    assert Converter(DEFAULT_LIMITS).map(kvs) == {
+    assert one_row(Converter(DEFAULT_LIMITS), kvs)[0] == {
         "duration_ms": "2330",
         "success": "true",
         "cost_usd": "0.00025",
@@ -314,11 +321,11 @@ def test_attributes_dict() -> None:
 
 def test_attributes_dict_duplicate_keys_last_wins() -> None:
     kvs = [kv("a", s("first")), kv("b", i(1)), kv("a", s("second")), kv("a", b(False))]
-    assert Converter(DEFAULT_LIMITS).map(kvs) == {"a": "false", "b": "1"}
+    assert one_row(Converter(DEFAULT_LIMITS), kvs)[0] == {"a": "false", "b": "1"}
 
 
 def test_attributes_dict_empty() -> None:
-    assert Converter(DEFAULT_LIMITS).map([]) == {}
+    assert one_row(Converter(DEFAULT_LIMITS), [])[0] == {}
 
 
 # --- hex_id ----------------------------------------------------------------------------------
@@ -396,7 +403,7 @@ def test_converter_cuts_long_values_and_counts_them() -> None:
         KeyValue(key="short", value=AnyValue(string_value="x" * 20)),
         KeyValue(key="long", value=AnyValue(string_value="é" * 30)),  # 60 bytes in UTF-8
     ]
-    attributes, dropped = convert.attributes(kvs)
+    attributes, dropped = one_row(convert, kvs)
     assert attributes["short"] == "x" * 20
     # 20 bytes at most, the marker included, never cutting a character in half.
     assert attributes["long"] == "é" * 3 + TRUNCATED  # 6 bytes + the 14-byte marker
@@ -407,6 +414,6 @@ def test_converter_cuts_long_values_and_counts_them() -> None:
 def test_converter_drops_attributes_beyond_the_limit_and_counts_them() -> None:
     convert = Converter(Limits(max_attributes=2, max_value_bytes=1024))
     kvs = [KeyValue(key=f"k{i}", value=AnyValue(int_value=i)) for i in range(5)]
-    attributes, dropped = convert.attributes(kvs)
+    attributes, dropped = one_row(convert, kvs)
     assert attributes == {"k0": "0", "k1": "1"}
     assert (dropped, convert.dropped) == (3, 3)

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from collector.flatten.values import Converter
 
-__all__ = ["ListValues", "MapValues", "Rows"]
+__all__ = ["ListValues", "MapValues", "Rows", "repeat_each", "transpose"]
 
 _OFFSETS = pa.int32()
 _INT = pa.int32()
@@ -158,6 +158,16 @@ class Rows:
     def build_batch(self) -> pa.RecordBatch:
         assert isinstance(self.type, pa.Schema)
         return pa.RecordBatch.from_arrays(self.arrays(), schema=self.type)
+
+
+def transpose(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
+    """Per-record tuples of ``width`` fields → one tuple per field (C-level zip)."""
+    return list(zip(*rows, strict=True)) or [()] * width
+
+
+def repeat_each(values: Iterable[Any], counts: Iterable[int]) -> list[Any]:
+    """Each value ``counts[i]`` times, in order: per-group values spread over the group's rows."""
+    return list(itertools.chain.from_iterable(map(itertools.repeat, values, counts)))
 
 
 def _extend_rows(items: list[Any], offsets: list[int], rows: Sequence[Sequence[Any]]) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain, repeat
 
 import pyarrow as pa
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from collector.flatten.columns import Rows
+from collector.flatten.columns import Rows, repeat_each
 from collector.flatten.values import Converter
 
 __all__ = ["Flattened", "Origins", "Rejections"]
@@ -83,8 +82,8 @@ class Origins:
 
     def repeat_each(self, resources: list[int], scopes: list[int], counts: list[int]) -> None:
         """Row groups in order: ``counts[i]`` rows from ``resources[i]`` and ``scopes[i]``."""
-        self._resource_index.extend(chain.from_iterable(map(repeat, resources, counts)))
-        self._scope_index.extend(chain.from_iterable(map(repeat, scopes, counts)))
+        self._resource_index.extend(repeat_each(resources, counts))
+        self._scope_index.extend(repeat_each(scopes, counts))
 
     def fill(self, rows: Rows) -> None:
         r = pa.array(self._resource_index, pa.int32())

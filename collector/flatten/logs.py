@@ -7,7 +7,7 @@ from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from collector.flatten.columns import Rows
+from collector.flatten.columns import Rows, transpose
 from collector.flatten.common import Flattened, Origins, Rejections, finish
 from collector.flatten.values import (
     DEFAULT_LIMITS,
@@ -65,9 +65,8 @@ def flatten_logs(request: ExportLogsServiceRequest, limits: Limits = DEFAULT_LIM
             records.extend(batch)
             origins.repeat(r_i, s_i, len(batch))
 
-    columns = dict(zip(_FIELDS, zip(*records, strict=True), strict=True)) if records else {}
-    for name in _FIELDS:
-        rows[name].extend(_convert(name, columns.get(name, ()), convert))
+    for name, values in zip(_FIELDS, transpose(records, len(_FIELDS)), strict=True):
+        rows[name].extend(_convert(name, values, convert))
     return finish(rows, origins, rej, convert)
 
 

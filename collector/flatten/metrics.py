@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from itertools import chain, repeat
+from collections.abc import Callable, Iterable
+from itertools import chain
 from operator import add, attrgetter, methodcaller
 from typing import Any
 
@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Exemplar
 
-from collector.flatten.columns import ListValues, Rows
+from collector.flatten.columns import ListValues, Rows, repeat_each, transpose
 from collector.flatten.common import Flattened, Origins, Rejections, finish
 from collector.flatten.values import (
     DEFAULT_LIMITS,
@@ -35,11 +35,6 @@ _METRIC_COLUMNS = ("name", "description", "unit", "metric_type", "metadata")
 _NO_POSITION = pa.scalar(None, pa.int32())
 _TYPE_IDS = {t: i for i, t in enumerate(_TYPES)}
 _read_metric = attrgetter("name", "description", "unit", "metadata")
-
-
-def _per_row(values: Iterable[Any], counts: list[int]) -> list[Any]:
-    """Each metric's value once per row of the metric."""
-    return list(chain.from_iterable(map(repeat, values, counts)))
 
 
 def _exemplar_rows(exemplars: Iterable[Exemplar]) -> list[tuple[Any, ...]]:
@@ -104,7 +99,7 @@ class _PointRows:
     def common_columns(self, points: list[Any]) -> None:
         """The shared fields of points that have no exemplars, column by column."""
         r = self.rows
-        start, time, attributes, flags = _columns(map(_read_common, points), 4)
+        start, time, attributes, flags = transpose(map(_read_common, points), 4)
         r["start_time_unix_nano"].extend(start)
         r["time_unix_nano"].extend(time)
         r["attributes"].extend(attributes)
@@ -114,11 +109,6 @@ class _PointRows:
 
     def __len__(self) -> int:
         return len(self.rows["time_unix_nano"])
-
-
-def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
-    """Per-point tuples → one tuple per field."""
-    return list(zip(*rows, strict=True)) or [()] * width
 
 
 def _without_exemplars(points: list[Any]) -> bool:
@@ -142,37 +132,21 @@ def _add_number_points(
     points = list(chain.from_iterable(map(_data_points, datas)))
     kinds = list(map(_which_value, points))
     if None in kinds or not _without_exemplars(points):
-        return [
-            _add_number_points_one_by_one(out, list(data.data_points), rej, label)
-            for data, label in zip(datas, labels, strict=True)
-        ]
+        return _one_by_one(out, datas, rej, labels, _add_number, _number_problem)
     out.common_columns(points)
-    doubles, ints = _columns(map(_read_number, points), 2)
+    doubles, ints = transpose(map(_read_number, points), 2)
     out.rows["value"].extend(
         [d if k == "as_double" else float(i) for k, d, i in zip(kinds, doubles, ints, strict=True)]
     )
     return lengths
 
 
-def _add_number_points_one_by_one(
-    out: _PointRows, points: list[Any], rej: Rejections, label: tuple[int, str]
-) -> int:
-    values = out.rows["value"].append
-    n = 0
-    for dp in points:
-        which = dp.WhichOneof("value")
-        if which is None:
-            _reject(rej, label, dp, "number data point has no value")
-            continue
-        try:
-            exemplars = _exemplar_rows(dp.exemplars)
-        except InvalidRecord as e:
-            _reject(rej, label, dp, e)
-            continue
-        out.common(dp, exemplars)
-        values(dp.as_double if which == "as_double" else float(dp.as_int))
-        n += 1
-    return n
+def _number_problem(dp: Any) -> str | None:
+    return None if dp.WhichOneof("value") else "number data point has no value"
+
+
+def _add_number(r: Rows, dp: Any) -> None:
+    r["value"].append(dp.as_double if dp.WhichOneof("value") == "as_double" else float(dp.as_int))
 
 
 def _add_histogram_points(
@@ -181,34 +155,55 @@ def _add_histogram_points(
     r = out.rows
     lengths = list(map(len, map(_data_points, datas)))
     points = list(chain.from_iterable(map(_data_points, datas)))
-    if _without_exemplars(points):
-        out.common_columns(points)
-        count, bucket_counts, explicit_bounds, sums, mins, maxes = _columns(
-            map(_read_histogram, points), 6
-        )
-        r["count"].extend(count)
-        r["sum"].extend(_present(sums, points, "sum"))
-        r["bucket_counts"].extend(bucket_counts)
-        r["explicit_bounds"].extend(explicit_bounds)
-        r["min"].extend(_present(mins, points, "min"))
-        r["max"].extend(_present(maxes, points, "max"))
-        return lengths
+    if not _without_exemplars(points):
+        return _one_by_one(out, datas, rej, labels, _add_histogram)
+    out.common_columns(points)
+    count, bucket_counts, explicit_bounds, sums, mins, maxes = transpose(
+        map(_read_histogram, points), 6
+    )
+    r["count"].extend(count)
+    r["sum"].extend(_present(sums, points, "sum"))
+    r["bucket_counts"].extend(bucket_counts)
+    r["explicit_bounds"].extend(explicit_bounds)
+    r["min"].extend(_present(mins, points, "min"))
+    r["max"].extend(_present(maxes, points, "max"))
+    return lengths
+
+
+def _add_histogram(r: Rows, dp: Any) -> None:
+    r["count"].append(dp.count)
+    r["sum"].append(_optional(dp, "sum"))
+    r["bucket_counts"].append(dp.bucket_counts)
+    r["explicit_bounds"].append(dp.explicit_bounds)
+    r["min"].append(_optional(dp, "min"))
+    r["max"].append(_optional(dp, "max"))
+
+
+def _one_by_one(
+    out: _PointRows,
+    datas: list[Any],
+    rej: Rejections,
+    labels: list[tuple[int, str]],
+    add: Callable[[Rows, Any], None],
+    problem: Callable[[Any], str | None] = lambda dp: None,
+) -> list[int]:
+    """Points checked and added one at a time (a ``problem`` of the type, then exemplar ids),
+    for requests the column-wise path cannot take; how many points each metric kept."""
     kept = []
     for data, label in zip(datas, labels, strict=True):
         n = 0
         for dp in data.data_points:
-            try:
-                exemplars = _exemplar_rows(dp.exemplars)
-            except InvalidRecord as e:
-                _reject(rej, label, dp, e)
+            reason = problem(dp)
+            if reason is None:
+                try:
+                    exemplars = _exemplar_rows(dp.exemplars)
+                except InvalidRecord as e:
+                    reason = str(e)
+            if reason is not None:
+                _reject(rej, label, dp, reason)
                 continue
             out.common(dp, exemplars)
-            r["count"].append(dp.count)
-            r["sum"].append(_optional(dp, "sum"))
-            r["bucket_counts"].append(dp.bucket_counts)
-            r["explicit_bounds"].append(dp.explicit_bounds)
-            r["min"].append(_optional(dp, "min"))
-            r["max"].append(_optional(dp, "max"))
+            add(out.rows, dp)
             n += 1
         kept.append(n)
     return kept
@@ -228,42 +223,26 @@ def _repeat_per_metric(out: _PointRows, kind: str, datas: list[Any], counts: lis
             values = [enum_name(column, d.aggregation_temporality) for d in datas]
         else:
             values = [d.is_monotonic for d in datas]
-        out.rows[column].extend(chain.from_iterable(map(repeat, values, counts)))
+        out.rows[column].extend(repeat_each(values, counts))
 
 
 def _add_exponential_points(
     out: _PointRows, datas: list[Any], rej: Rejections, labels: list[tuple[int, str]]
 ) -> list[int]:
-    return [
-        _add_exponential_metric(out, data, rej, label)
-        for data, label in zip(datas, labels, strict=True)
-    ]
+    return _one_by_one(out, datas, rej, labels, _add_exponential)
 
 
-def _add_exponential_metric(
-    out: _PointRows, data: Any, rej: Rejections, label: tuple[int, str]
-) -> int:
-    r = out.rows
-    n = 0
-    for dp in data.data_points:
-        try:
-            exemplars = _exemplar_rows(dp.exemplars)
-        except InvalidRecord as e:
-            _reject(rej, label, dp, e)
-            continue
-        out.common(dp, exemplars)
-        r["count"].append(dp.count)
-        r["sum"].append(_optional(dp, "sum"))
-        r["scale"].append(dp.scale)
-        r["zero_count"].append(dp.zero_count)
-        for column, buckets in (("positive_bucket", dp.positive), ("negative_bucket", dp.negative)):
-            r[column]["offset"].append(buckets.offset)
-            r[column]["bucket_counts"].append(buckets.bucket_counts)
-        r["min"].append(_optional(dp, "min"))
-        r["max"].append(_optional(dp, "max"))
-        r["zero_threshold"].append(dp.zero_threshold)
-        n += 1
-    return n
+def _add_exponential(r: Rows, dp: Any) -> None:
+    r["count"].append(dp.count)
+    r["sum"].append(_optional(dp, "sum"))
+    r["scale"].append(dp.scale)
+    r["zero_count"].append(dp.zero_count)
+    for column, buckets in (("positive_bucket", dp.positive), ("negative_bucket", dp.negative)):
+        r[column]["offset"].append(buckets.offset)
+        r[column]["bucket_counts"].append(buckets.bucket_counts)
+    r["min"].append(_optional(dp, "min"))
+    r["max"].append(_optional(dp, "max"))
+    r["zero_threshold"].append(dp.zero_threshold)
 
 
 def _add_summary_points(
@@ -331,7 +310,7 @@ def flatten_metrics(
                 kind_ids.append(_TYPE_IDS[kind])
                 resources.append(r_i)
                 scopes.append(s_i)
-    names, descriptions, units, metadata = _columns(map(_read_metric, metrics), 4)
+    names, descriptions, units, metadata = transpose(map(_read_metric, metrics), 4)
 
     counts = [0] * len(metrics)  # per metric: the points kept, hence its rows
     firsts = [0] * len(metrics)  # per metric: its first row among its type's struct rows
@@ -351,8 +330,8 @@ def flatten_metrics(
     per_metric["metric_type"].extend([_TYPES[k] for k in kind_ids])
     # Only metrics with rows: the limits count what they cut of stored metadata.
     per_metric["metadata"].extend([m if n else () for m, n in zip(metadata, counts, strict=True)])
-    metric_index = _per_row(range(len(metrics)), counts)
-    kinds = _per_row(kind_ids, counts)
+    metric_index = repeat_each(range(len(metrics)), counts)
+    kinds = repeat_each(kind_ids, counts)
     positions = list(chain.from_iterable(map(range, firsts, map(add, firsts, counts))))
     origins.repeat_each(resources, scopes, counts)
 

@@ -212,11 +212,6 @@ class Converter:
         keep = max(self.max_value_bytes - _TRUNCATED_BYTES, 0)
         return raw[:keep].decode("utf-8", "ignore") + TRUNCATED
 
-    def attributes(self, kvs: Sequence[KeyValue]) -> tuple[dict[str, str], int]:
-        """The list as a map (last duplicate wins), and how many attributes the limit dropped."""
-        pairs, long = _key_values(kvs[: self.max_attributes], self._quick)
-        return self._limited_map(pairs, len(kvs), long)
-
     def _too_long(self, pairs: list[tuple[str, str]]) -> bool:
         """Whether some key or value may need cutting (one C-level pass)."""
         return max(map(len, itertools.chain.from_iterable(pairs)), default=0) > self._quick
@@ -231,10 +226,6 @@ class Converter:
         if clip:
             pairs = [(self.clip(k), self.clip(v)) for k, v in pairs]
         return dict(pairs), max(extra, 0)
-
-    def map(self, kvs: Sequence[KeyValue]) -> dict[str, str]:
-        """For maps that have no dropped-attributes count beside them."""
-        return self.attributes(kvs)[0]
 
     def maps(self, items: Sequence[Any], offsets: Sequence[int]) -> MapColumns:
         """Many rows' attribute lists as the columns of a MAP<STRING, STRING> array.

@@ -48,12 +48,10 @@ def decode_request(signal: Signal, body: bytes, media: str) -> Message | Node:
             return from_json(json.loads(body), signal.request_type.DESCRIPTOR)
         except (JsonError, ValueError, TypeError, RecursionError) as e:  # incl. JSONDecodeError
             raise InvalidArgument(f"cannot decode the body as an OTLP {name} (JSON): {e}") from None
-    request = signal.wire_type()
     try:
-        request.ParseFromString(body)
+        return signal.decode_protobuf(body)
     except (DecodeError, RecursionError) as e:
         raise InvalidArgument(f"cannot decode the body as an OTLP {name} ({media}): {e}") from None
-    return request
 
 
 def encode_message(message: Message, media: str) -> bytes:

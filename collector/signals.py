@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from collector.flatten import Flattened, Limits, flatten_logs, flatten_metrics, flatten_spans
 from collector.schema import TableSchema, load_schema
-from collector.wire import wire_type
+from collector.wire import protobuf_decoder
 
 __all__ = ["LOGS", "METRICS", "SIGNALS", "SPANS", "Signal"]
 
@@ -30,9 +30,9 @@ class Signal:
     count: Callable[[Any], int]  # records in a request, counted without looking at them
 
     @functools.cached_property
-    def wire_type(self) -> type[Message]:
-        """The class protobuf bodies are decoded with (collector.wire)."""
-        return wire_type(self.request_type)
+    def decode_protobuf(self) -> Callable[[bytes], Message]:
+        """Decodes a protobuf body for the flatteners (collector.wire); raises DecodeError."""
+        return protobuf_decoder(self.request_type)
 
     @property
     def schema(self) -> TableSchema:

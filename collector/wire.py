@@ -10,9 +10,17 @@ instead of reading a dozen protobuf wrapper objects per record (collector.flatte
 message field merge, and so do their concatenated bytes when decoded (``Converter.bodies``).
 Everything else decodes exactly as the standard classes do; a malformed attribute or body is
 found when it is decoded and rejects the whole request, as a full parse would.
+
+A histogram point's ``bucket_counts`` and ``explicit_bounds`` are taken as bytes as well: packed
+(the encoding every exporter writes) they are one length-delimited run of 8-byte values that
+Arrow reads in place (collector.flatten.packed). Protobuf also allows them unpacked, one value
+per tag; the bytes field cannot take those and the parser keeps them as the point's unknown
+fields, so the flattener decodes the histograms of such a point again with the standard classes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
@@ -25,14 +33,19 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-__all__ = ["wire_type"]
+__all__ = ["protobuf_decoder"]
 
-# Fields (by message) that stay bytes: the ones that occur once per row. Resource and scope
-# attributes keep their type: there are one or two of each per request.
+# Fields (by message) that stay bytes: the ones that occur once per row, and packed runs of
+# fixed-width numbers. Resource and scope attributes keep their type: there are one or two of
+# each per request.
 _RAW = {
     "opentelemetry.proto.logs.v1.LogRecord": ("attributes", "body"),
     "opentelemetry.proto.metrics.v1.NumberDataPoint": ("attributes",),
-    "opentelemetry.proto.metrics.v1.HistogramDataPoint": ("attributes",),
+    "opentelemetry.proto.metrics.v1.HistogramDataPoint": (
+        "attributes",
+        "bucket_counts",
+        "explicit_bounds",
+    ),
     "opentelemetry.proto.metrics.v1.ExponentialHistogramDataPoint": ("attributes",),
     "opentelemetry.proto.metrics.v1.SummaryDataPoint": ("attributes",),
     "opentelemetry.proto.metrics.v1.Exemplar": ("filtered_attributes",),
@@ -52,15 +65,19 @@ _FILES = (
 )
 
 
+_Field = descriptor_pb2.FieldDescriptorProto
+
+
 def _patch(messages: list[descriptor_pb2.DescriptorProto], scope: str) -> None:
     for m in messages:
         name = f"{scope}.{m.name}"
         raw = _RAW.get(name, ())
         for f in m.field:
             if f.name in raw:
-                f.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
-                f.label = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+                f.type = _Field.TYPE_BYTES
+                f.label = _Field.LABEL_REPEATED
                 f.ClearField("type_name")
+                f.options.ClearField("packed")
         _patch(list(m.nested_type), name)
 
 
@@ -78,7 +95,8 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
 _POOL = _build_pool()
 
 
-def wire_type(request_type: type[Message]) -> type[Message]:
-    """The class that decodes protobuf bodies of ``request_type`` for the flatteners."""
+def protobuf_decoder(request_type: type[Message]) -> Callable[[bytes], Message]:
+    """The function that decodes protobuf bodies of ``request_type`` for the flatteners; it
+    raises DecodeError (or RecursionError) as ``FromString`` does."""
     descriptor = _POOL.FindMessageTypeByName(request_type.DESCRIPTOR.full_name)
-    return message_factory.GetMessageClass(descriptor)
+    return message_factory.GetMessageClass(descriptor).FromString

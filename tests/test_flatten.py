@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 import pytest
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -13,11 +14,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from collector.codec import PROTOBUF, decode_request
+from collector.codec import JSON, PROTOBUF, decode_request, encode_message
 from collector.errors import InvalidArgument
 from collector.flatten import Flattened, Limits, flatten_logs
+from collector.flatten.packed import came_unpacked
 from collector.pipeline import flatten_request
 from collector.signals import LOGS, METRICS, SPANS, Signal
+from tests.conftest import CAPTURES
 
 
 def test_uint32_fields_keep_their_bits_in_int_columns() -> None:
@@ -54,7 +57,7 @@ def _with_malformed_attribute(
     A placeholder attribute is added, the request parsed with the wire classes (whose attribute
     lists are bytes, so any bytes can go in), and the placeholder replaced."""
     holder(message).attributes.add(key="placeholder")
-    wire = signal.wire_type.FromString(message.SerializeToString())
+    wire = signal.decode_protobuf(message.SerializeToString())
     attributes = holder(wire).attributes
     attributes[list(attributes).index(KeyValue(key="placeholder").SerializeToString())] = (
         _malformed_key_value()
@@ -89,7 +92,7 @@ def test_a_malformed_attribute_of_a_rejected_record_still_fails_the_request() ->
         assert _decoded(signal, message.SerializeToString()).rejected == 1
         with pytest.raises(InvalidArgument, match="an attribute is not a valid OTLP KeyValue"):
             _decoded(signal, _with_malformed_attribute(signal, message, holder))
-    wire = LOGS.wire_type.FromString(logs.SerializeToString())
+    wire = LOGS.decode_protobuf(logs.SerializeToString())
     wire.resource_logs[0].scope_logs[0].log_records[1].body.append(b"\x0a\x02\xff\xff")
     with pytest.raises(InvalidArgument, match="a log body is not a valid OTLP AnyValue"):
         _decoded(LOGS, wire.SerializeToString())
@@ -132,3 +135,100 @@ def test_a_dropped_count_past_uint32_is_a_value_that_does_not_fit() -> None:
         flatten_request(LOGS, decoded, Limits(max_attributes=1))
     (row,) = flatten_request(LOGS, decode_request(LOGS, body, PROTOBUF)).batch.to_pylist()
     assert row["dropped_attributes_count"] == -1  # the uint32's bits, as before
+
+
+# --- histogram buckets and bounds, packed runs taken as bytes (collector.flatten.packed) --------
+
+
+def _histogram_request(**point: object) -> ExportMetricsServiceRequest:
+    request = ExportMetricsServiceRequest()
+    metric = request.resource_metrics.add().scope_metrics.add().metrics.add(name="latency")
+    metric.histogram.data_points.add(time_unix_nano=1, **point)
+    return request
+
+
+def _wire_point(request: Message) -> tuple[Message, Message]:
+    """The request in the wire classes, and its first histogram point."""
+    wire = METRICS.decode_protobuf(request.SerializeToString())
+    return wire, wire.resource_metrics[0].scope_metrics[0].metrics[0].histogram.data_points[0]
+
+
+def _buckets(body: bytes) -> tuple[list[int], list[float]]:
+    (row,) = _decoded(METRICS, body).batch.to_pylist()
+    return row["histogram"]["bucket_counts"], row["histogram"]["explicit_bounds"]
+
+
+def test_real_exporters_histograms_take_the_packed_path() -> None:
+    """Captures and the SDK's encoding leave no field unread by the wire classes."""
+    for name in ("codex-cli-0.169.0.metrics.pb", "claude-code-2.1.197.metrics.pb"):
+        request = METRICS.decode_protobuf((CAPTURES / name).read_bytes())
+        metrics = [
+            m for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        ]
+        points = [p for m in metrics if m.HasField("histogram") for p in m.histogram.data_points]
+        assert not came_unpacked(points)
+        assert all(p.explicit_bounds for p in points) and all(p.bucket_counts for p in points)
+    request = _histogram_request(count=6, bucket_counts=[1, 2, 3], explicit_bounds=[0.5, 2.5])
+    _, point = _wire_point(request)
+    assert list(point.explicit_bounds) == [struct.pack("<2d", 0.5, 2.5)]
+    assert _buckets(request.SerializeToString()) == ([1, 2, 3], [0.5, 2.5])
+
+
+def test_unpacked_buckets_and_bounds_are_read_as_a_full_parse_reads_them() -> None:
+    """Protobuf lets a packed field arrive one value per tag; the bytes field cannot take that,
+    so the point's histograms are decoded again with the standard classes."""
+    request = _histogram_request(count=6)
+    wire, point = _wire_point(request)
+    unpacked = b"".join(
+        [b"\x31" + struct.pack("<Q", n) for n in (1, 2, 3)]  # field 6, fixed64
+        + [b"\x39" + struct.pack("<d", x) for x in (0.5, 2.5)]  # field 7, double
+    )
+    point.MergeFromString(unpacked)  # kept by the wire class as unknown fields
+    body = wire.SerializeToString()
+    assert _buckets(body) == ([1, 2, 3], [0.5, 2.5])
+    standard = flatten_request(METRICS, METRICS.request_type.FromString(body))
+    assert _decoded(METRICS, body).batch.equals(standard.batch)
+
+
+def test_a_packed_field_in_several_runs_is_their_concatenation() -> None:
+    wire, point = _wire_point(_histogram_request(count=6))
+    point.bucket_counts.extend([struct.pack("<2Q", 1, 2), struct.pack("<Q", 3)])
+    point.explicit_bounds.extend([struct.pack("<d", 0.5), b"", struct.pack("<d", 2.5)])
+    body = wire.SerializeToString()
+    standard = METRICS.request_type.FromString(body).resource_metrics[0].scope_metrics[0]
+    assert list(standard.metrics[0].histogram.data_points[0].explicit_bounds) == [0.5, 2.5]
+    assert _buckets(body) == ([1, 2, 3], [0.5, 2.5])
+
+
+def test_a_packed_run_that_is_not_whole_values_fails_the_request() -> None:
+    """As in a full parse, also when the point is rejected for another reason (its exemplar's
+    span id) and so goes the one-by-one way."""
+    bad_exemplar = {"exemplars": [{"span_id": b"\x01" * 3, "as_int": 1}]}
+    for point in ({}, bad_exemplar):
+        wire, wire_point = _wire_point(_histogram_request(count=1, **point))
+        wire_point.explicit_bounds.append(b"\x00" * 12)
+        body = wire.SerializeToString()
+        with pytest.raises(DecodeError):
+            METRICS.request_type.FromString(body)
+        with pytest.raises(InvalidArgument, match="not a whole number of 8-byte values"):
+            _decoded(METRICS, body)
+
+
+def test_a_bucket_count_past_long_fails_alike_however_decoded() -> None:
+    """The message names the value, and of two values out of range the one in the first column
+    fails, whether the counts came packed, as numbers, or as OTLP/JSON."""
+    for point in ({"count": 1}, {"count": 2**64 - 1}):
+        request = _histogram_request(bucket_counts=[2**64 - 2], **point)
+        body = request.SerializeToString()
+        first = point["count"] if point["count"] > 2**63 else 2**64 - 2
+        messages = set()
+        for decoded in (
+            decode_request(METRICS, body, PROTOBUF),
+            METRICS.request_type.FromString(body),
+            decode_request(METRICS, encode_message(request, JSON), JSON),
+        ):
+            with pytest.raises(InvalidArgument, match="does not fit its column") as e:
+                flatten_request(METRICS, decoded)
+            messages.add(e.value.message)
+        (message,) = messages
+        assert str(first) in message

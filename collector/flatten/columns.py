@@ -16,12 +16,14 @@ from typing import Any
 
 import pyarrow as pa
 
+from collector.flatten.packed import ALL, Wire, packed_values
 from collector.flatten.values import Converter
 
 __all__ = ["ListValues", "MapValues", "Rows", "repeat_each", "transpose"]
 
 _OFFSETS = pa.int32()
 _INT = pa.int32()
+_LONG = pa.int64()
 _DROPPED = "dropped_attributes_count"
 
 
@@ -59,14 +61,16 @@ class ListValues:
 
     ``items`` is a plain list for primitive elements and a :class:`Rows` for struct elements;
     the caller appends a row's elements to it, then calls :meth:`end_row` with their number.
+    Rows of packed numbers (collector.wire) arrive as Arrow arrays instead, kept in ``chunks``.
     """
 
-    __slots__ = ("items", "offsets", "type")
+    __slots__ = ("chunks", "items", "offsets", "type")
 
     def __init__(self, type: pa.ListType, convert: Converter) -> None:
         self.type = type
         self.offsets: list[int] = [0]
         self.items: Any = _accumulator(type.value_type, convert)
+        self.chunks: list[pa.Array] = []  # elements before ``items``, converted when built
 
     def append(self, values: Iterable[Any]) -> None:
         """Append one row whose elements are primitive values."""
@@ -77,6 +81,16 @@ class ListValues:
         """Append many rows of primitive elements, without a Python step per row."""
         _extend_rows(self.items, self.offsets, rows)
 
+    def extend_packed(self, rows: Sequence[Sequence[bytes]], wire: Wire) -> None:
+        """Append many rows given as raw packed runs of ``wire`` numbers (collector.flatten.packed)
+        without making a Python number of them."""
+        if self.items:
+            self.chunks.append(_build(self.items, self.type.value_type))
+            self.items = []
+        counts, values = packed_values(rows, wire)
+        self.chunks.append(values)
+        _extend_ends(self.offsets, counts)
+
     def extend_empty(self, count: int) -> None:
         self.offsets.extend([self.offsets[-1]] * count)
 
@@ -84,11 +98,15 @@ class ListValues:
         self.offsets.append(self.offsets[-1] + count)
 
     def build(self) -> pa.Array:
-        return pa.ListArray.from_arrays(
-            pa.array(self.offsets, _OFFSETS),
-            _build(self.items, self.type.value_type),
-            type=self.type,
-        )
+        values = _build(self.items, self.type.value_type)
+        if self.chunks:
+            # Cast here, in column order as every value is converted, so that of two columns
+            # with a value out of range the same one fails however the request was decoded.
+            chunks = [c.cast(values.type) for c in self.chunks]
+            values = (
+                pa.concat_arrays([*chunks, values]) if len(values) else pa.concat_arrays(chunks)
+            )
+        return pa.ListArray.from_arrays(pa.array(self.offsets, _OFFSETS), values, type=self.type)
 
 
 class Rows:
@@ -171,10 +189,15 @@ def repeat_each(values: Iterable[Any], counts: Iterable[int]) -> list[Any]:
 
 
 def _extend_rows(items: list[Any], offsets: list[int], rows: Sequence[Sequence[Any]]) -> None:
-    ends = itertools.accumulate(map(len, rows), initial=offsets[-1])
+    _extend_ends(offsets, map(len, rows))
+    items.extend(itertools.chain.from_iterable(map(ALL, rows)))
+
+
+def _extend_ends(offsets: list[int], counts: Iterable[int]) -> None:
+    """End offsets of rows of ``counts`` elements after those already in ``offsets``."""
+    ends = itertools.accumulate(counts, initial=offsets[-1])
     next(ends)  # the initial value: the end of the rows already there
     offsets.extend(ends)
-    items.extend(itertools.chain.from_iterable(rows))
 
 
 def _accumulator(type: pa.DataType, convert: Converter) -> Any:
@@ -199,6 +222,12 @@ def _build(col: Any, type: pa.DataType) -> pa.Array:
             # An INT column fed from a proto uint32 (flags, dropped_*_count) keeps the bits:
             # values of 2^31 and up read as negative, as any uint32 in a signed INT would.
             return pa.array(col, pa.uint32()).view(_INT)
+        except OverflowError:
+            if type != _LONG:
+                raise
+            # A LONG column fed from a proto uint64 past its range: failed as Arrow fails the
+            # cast of packed uint64s (ListValues.extend_packed), naming the value.
+            return pa.array(col, pa.uint64()).cast(type)
     if isinstance(col, Rows):
         return col.build_struct()
     return col.build()

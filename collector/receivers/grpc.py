@@ -89,7 +89,7 @@ def _service(pipeline: Pipeline, signal: Signal) -> grpc.GenericRpcHandler:
     (name,) = service  # each OTLP collector .proto declares one service
     handler = grpc.unary_unary_rpc_method_handler(
         _Export(pipeline, signal).Export,
-        request_deserializer=signal.wire_type.FromString,
+        request_deserializer=signal.decode_protobuf,
         response_serializer=signal.response_type.SerializeToString,
     )
     return grpc.method_handlers_generic_handler(service[name].full_name, {"Export": handler})

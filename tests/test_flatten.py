@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from google.protobuf.message import DecodeError, Message
@@ -20,7 +21,11 @@ from collector.flatten import Flattened, Limits, flatten_logs
 from collector.flatten.packed import came_unpacked
 from collector.pipeline import flatten_request
 from collector.signals import LOGS, METRICS, SPANS, Signal
+from collector.tables import TableName
+from collector.wal import WriteAheadLog
 from tests.conftest import CAPTURES
+
+TABLE = TableName("main", "agents", "otel_logs")
 
 
 def test_uint32_fields_keep_their_bits_in_int_columns() -> None:
@@ -232,3 +237,56 @@ def test_a_bucket_count_past_long_fails_alike_however_decoded() -> None:
             messages.add(e.value.message)
         (message,) = messages
         assert str(first) in message
+
+
+def test_origin_columns_reused_across_requests_are_those_of_a_fresh_build(tmp_path: Path) -> None:
+    """Requests of as many rows from one resource and scope reuse the columns made for an
+    earlier one; rows, counts of cut values and the Arrow IPC (which the WAL tells retries by)
+    are those of a fresh build, i.e. of the OTLP/JSON decoding, which is never reused."""
+    limits = Limits(max_attributes=2, max_value_bytes=16)
+
+    def request(host: str, records: int) -> ExportLogsServiceRequest:
+        request = ExportLogsServiceRequest()
+        rl = request.resource_logs.add(schema_url="https://opentelemetry.io/schemas/1.26")
+        for key, value in (("service.name", "claude-code-agent"), ("host.name", host), ("x", "")):
+            rl.resource.attributes.add(key=key).value.string_value = value
+        sl = rl.scope_logs.add()
+        sl.scope.name, sl.scope.version = "cc", "2.1.197"
+        for i in range(records):
+            sl.log_records.add(time_unix_nano=i + 1).body.string_value = f"event {i}"
+        return request
+
+    wal = WriteAheadLog(tmp_path)
+    list(wal.recover())
+    made_at: dict[tuple[str, int], list[int]] = {}  # where a request's resource column is
+    for host, records in [("a", 3), ("a", 5), ("a", 3), ("b", 3), ("a", 5), ("a", 0)]:
+        message = request(host, records)
+        flat = flatten_request(
+            LOGS, decode_request(LOGS, message.SerializeToString(), PROTOBUF), limits
+        )
+        fresh = flatten_request(
+            LOGS, decode_request(LOGS, encode_message(message, JSON), JSON), limits
+        )
+        # The WAL takes the fresh rows for a retry of the reused ones: their Arrow IPC is equal.
+        wal.write(TABLE, flat.batch)
+        assert wal.write(TABLE, fresh.batch)[1]
+        counts = (flat.truncated_values, flat.dropped_attributes)
+        assert counts == (fresh.truncated_values, fresh.dropped_attributes) == (1, 1)
+        rows = flat.batch.select(["resource", "log_schema_url", "body"]).to_pylist()
+        assert rows == [
+            {
+                "resource": {
+                    "attributes": [("service.name", "cl…[truncated]"), ("host.name", host)],
+                    "dropped_attributes_count": 1,
+                },
+                "log_schema_url": "",
+                "body": f"event {i}",
+            }
+            for i in range(records)
+        ]
+        address = flat.batch.column("resource").buffers()[-1].address
+        made_at.setdefault((host, records), []).append(address)
+    assert made_at["a", 3][0] == made_at["a", 3][1]  # the same columns
+    assert made_at["a", 5][0] == made_at["a", 5][1]
+    assert len({made_at["a", 3][0], made_at["a", 5][0], made_at["b", 3][0]}) == 3
+    wal.close()

@@ -10,14 +10,16 @@ the table's ``delta.dataSkippingNumIndexedCols`` (default 32) leaf columns.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["INDEXED_COLUMNS_PROPERTY", "file_stats"]
+__all__ = ["INDEXED_COLUMNS_PROPERTY", "file_stats", "primitive_columns"]
 
 INDEXED_COLUMNS_PROPERTY = "delta.dataSkippingNumIndexedCols"
 _DEFAULT_INDEXED = 32
@@ -35,6 +37,23 @@ def file_stats(table: pa.Table, indexed_columns: int = _DEFAULT_INDEXED) -> str:
         _visit(field.name, field.type, column.chunks, mins, maxes, nulls, budget)
     stats.update(minValues=mins, maxValues=maxes, nullCount=nulls)
     return json.dumps(stats, separators=(",", ":"), allow_nan=False)
+
+
+@functools.lru_cache(maxsize=16)
+def primitive_columns(schema: pa.Schema) -> list[str]:
+    """Dotted paths of the primitive columns outside maps and arrays: those statistics can
+    describe. Also the columns the Parquet files get statistics for: min/max over every
+    attribute key or histogram bound of a file would cost a third of the write and skip
+    nothing."""
+    return list(_primitive_paths(list(schema), ""))
+
+
+def _primitive_paths(fields: list[pa.Field], prefix: str) -> Iterator[str]:
+    for f in fields:
+        if pa.types.is_struct(f.type):
+            yield from _primitive_paths(list(f.type), f"{prefix}{f.name}.")
+        elif not (pa.types.is_map(f.type) or pa.types.is_list(f.type)):
+            yield prefix + f.name
 
 
 def _visit(

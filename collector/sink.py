@@ -26,7 +26,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction
 
-from collector.filestats import INDEXED_COLUMNS_PROPERTY, file_stats
+from collector.filestats import INDEXED_COLUMNS_PROPERTY, file_stats, primitive_columns
 from collector.schema import TableSchema, schema_for_table
 from collector.tables import TableName
 
@@ -122,7 +122,13 @@ class DeltaSink:
     ) -> None:
         name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
         path = location / name
-        pq.write_table(data, path, compression="snappy", row_group_size=_ROW_GROUP_ROWS)
+        pq.write_table(
+            data,
+            path,
+            compression="snappy",
+            row_group_size=_ROW_GROUP_ROWS,
+            write_statistics=primitive_columns(data.schema),
+        )
         indexed = int(dt.metadata().configuration.get(INDEXED_COLUMNS_PROPERTY) or 32)
         add = AddAction(
             path=name,

@@ -10,6 +10,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -186,3 +187,29 @@ def test_a_table_with_writer_features_is_written_by_delta_rs(tmp_path: Path) -> 
     assert sink.append(LOGS_TABLE, [(7, logs_batch([1, 2]))]) == 1
     rows = read_both(location, key=lambda r: r["time_unix_nano"])
     assert [r["time_unix_nano"] for r in rows] == [1, 2]
+
+
+def test_parquet_statistics_cover_the_primitive_columns_only(tmp_path: Path) -> None:
+    """Row groups carry min/max for the columns filters name (times, names, ids), not for the
+    keys and values of maps or the elements of arrays."""
+    sink = DeltaSink(tmp_path)
+    sink.ensure(METRICS_TABLE, load_schema("otel_metrics"))
+    request = ExportMetricsServiceRequest()
+    metric = request.resource_metrics.add().scope_metrics.add().metrics.add(name="latency")
+    point = metric.histogram.data_points.add(time_unix_nano=5, count=2, explicit_bounds=[1.0])
+    point.bucket_counts.extend([1, 1])
+    point.attributes.add(key="model").value.string_value = "gpt-5"
+    sink.append(METRICS_TABLE, [(1, METRICS.flatten(request).batch)])
+    (data_file,) = sink.location(METRICS_TABLE).glob("*.parquet")
+    row_group = pq.ParquetFile(data_file).metadata.row_group(0)
+    stats = {
+        row_group.column(i).path_in_schema: row_group.column(i).statistics
+        for i in range(row_group.num_columns)
+    }
+    assert stats["name"].min == stats["name"].max == "latency"
+    assert (stats["histogram.time_unix_nano"].min, stats["histogram.count"].max) == (5, 2)
+    assert stats["instrumentation_scope.name"].has_min_max
+    without = [path for path, s in stats.items() if s is None]
+    assert without == [path for path in stats if ".key_value." in path or ".list." in path]
+    assert "histogram.attributes.key_value.key" in without
+    assert "histogram.explicit_bounds.list.element" in without

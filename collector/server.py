@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal as signals
 import ssl
 
@@ -186,5 +187,20 @@ class Collector:
         for sig in (signals.SIGTERM, signals.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with self:
+            _settle_gc()
             await stop.wait()
             log.info("shutting down")
+
+
+def _settle_gc() -> None:
+    """Keep the cyclic garbage collector off the event loop's critical path while serving.
+
+    What the collector makes per record is freed by reference counting; the collector's full
+    passes only walked what start-up made (modules, protobuf descriptors, schemas): 20-35 ms
+    each, about every half second at full load, stalling every request in flight (they were
+    the outliers of the half-load p99). Frozen, that is out of every pass; collecting young
+    objects every 10,000 allocations rather than 700 makes the passes rarer too.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 100)

@@ -129,7 +129,8 @@ class Origins:
 
         The number of rows is part of it: columns cut to size would be slices, whose Arrow IPC
         differs from that of fresh columns, and the WAL tells a retried request by its IPC."""
-        if not rows or len(self._sources) != 2 or not isinstance(self._sources[0], Message):
+        single = len(self._resource_urls) == len(self._scope_urls) == 1
+        if not (rows and single and isinstance(self._sources[0], Message)):
             return None
         resource, scope = self._sources
         convert = self._convert

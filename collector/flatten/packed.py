@@ -78,7 +78,7 @@ def packed_values(rows: Sequence[Sequence[bytes]], wire: Wire) -> tuple[list[int
         raise MalformedValue(_not_whole(wire))
     data = _JOIN(runs)
     values = pa.Array.from_buffers(
-        wire.arrow, len(data) // wire.width, [None, pa.py_buffer(_little_endian(data, wire))]
+        wire.arrow, len(data) // wire.width, [None, pa.py_buffer(_native(data, wire))]
     )
     # A row's count: the values of its runs, i.e. the differences of the runs' ends at row ends.
     run_ends = list(itertools.accumulate(map(wire.width.__rfloordiv__, sizes), initial=0))
@@ -93,7 +93,7 @@ def unpack(values: Sequence[object], wire: Wire) -> Sequence[object]:
         return values
     if any(len(run) % wire.width for run in values):  # type: ignore[arg-type]
         raise MalformedValue(_not_whole(wire))
-    return array(wire.typecode, _little_endian(_JOIN(values), wire)).tolist()  # type: ignore[arg-type]
+    return array(wire.typecode, _native(_JOIN(values), wire)).tolist()  # type: ignore[arg-type]
 
 
 # ``ALL(container)`` is ``container[:]``: a protobuf repeated field hands over all its elements
@@ -101,7 +101,8 @@ def unpack(values: Sequence[object], wire: Wire) -> Sequence[object]:
 ALL = operator.itemgetter(slice(None))
 
 
-def _little_endian(data: bytes, wire: Wire) -> bytes:
+def _native(data: bytes, wire: Wire) -> bytes:
+    """Values as the wire has them (little-endian) in this machine's byte order."""
     if sys.byteorder == "little":
         return data
     swapped = array(wire.typecode, data)

@@ -164,7 +164,7 @@ def _buckets(body: bytes) -> tuple[list[int], list[float]]:
 
 
 def test_real_exporters_histograms_take_the_packed_path() -> None:
-    """Captures and the SDK's encoding leave no field unread by the wire classes."""
+    """The captures and protobuf's own encoding leave no field unread by the wire classes."""
     for name in ("codex-cli-0.169.0.metrics.pb", "claude-code-2.1.197.metrics.pb"):
         request = METRICS.decode_protobuf((CAPTURES / name).read_bytes())
         metrics = [

@@ -290,3 +290,22 @@ def test_origin_columns_reused_across_requests_are_those_of_a_fresh_build(tmp_pa
     assert made_at["a", 5][0] == made_at["a", 5][1]
     assert len({made_at["a", 3][0], made_at["a", 5][0], made_at["b", 3][0]}) == 3
     wal.close()
+
+
+def test_a_body_sent_in_several_occurrences_merges_as_a_full_parse_merges_it() -> None:
+    """A singular message field may occur more than once; the occurrences merge (a oneof keeps
+    the last). Records with no body, one, and two occurrences in the same request."""
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    records.add(time_unix_nano=1)
+    records.add(time_unix_nano=2).body.string_value = "once"
+    records.add(time_unix_nano=3).body.string_value = "first"
+    wire = LOGS.decode_protobuf(request.SerializeToString())
+    wire.resource_logs[0].scope_logs[0].log_records[2].body.append(
+        AnyValue(int_value=5).SerializeToString()
+    )
+    body = wire.SerializeToString()
+    standard = flatten_logs(LOGS.request_type.FromString(body))
+    flat = _decoded(LOGS, body)
+    assert flat.batch.column("body").to_pylist() == [None, "once", "5"]
+    assert flat.batch.equals(standard.batch)

@@ -16,8 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from collector.flatten.packed import ALL, Wire, packed_values
-from collector.flatten.values import Converter
+from collector.flatten.packed import Wire, packed_values
+from collector.flatten.values import ALL, Converter
 
 __all__ = ["ListValues", "MapValues", "Rows", "repeat_each", "transpose"]
 

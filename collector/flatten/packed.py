@@ -19,10 +19,9 @@ import pyarrow as pa
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from collector.flatten.values import MalformedValue
+from collector.flatten.values import ALL, MalformedValue
 
 __all__ = [
-    "ALL",
     "DOUBLE",
     "FIXED64",
     "Wire",
@@ -94,11 +93,6 @@ def unpack(values: Sequence[object], wire: Wire) -> Sequence[object]:
     if any(len(run) % wire.width for run in values):  # type: ignore[arg-type]
         raise MalformedValue(_not_whole(wire))
     return array(wire.typecode, _native(_JOIN(values), wire)).tolist()  # type: ignore[arg-type]
-
-
-# ``ALL(container)`` is ``container[:]``: a protobuf repeated field hands over all its elements
-# as a list in one call several times faster than its iterator does.
-ALL = operator.itemgetter(slice(None))
 
 
 def _native(data: bytes, wire: Wire) -> bytes:

@@ -24,6 +24,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 __all__ = [
+    "ALL",
     "DEFAULT_LIMITS",
     "TRUNCATED",
     "Converter",
@@ -166,6 +167,9 @@ _INT64 = pa.int64()
 _UINT64 = pa.uint64()
 _UINT64_ZERO = pa.array([0], _UINT64)
 _JOIN = b"".join
+# ``ALL(container)`` is ``container[:]``: a protobuf repeated field hands over all its elements
+# as a list in one call several times faster than its iterator, or ``bytes.join``, reads them.
+ALL = operator.itemgetter(slice(None))
 _FIRST = operator.itemgetter(0)
 _SECOND = operator.itemgetter(1)
 
@@ -317,8 +321,11 @@ class Converter:
             return [
                 self.clip(any_value_to_str(v)) if v.WhichOneof("value") else None for v in values
             ]
-        # Occurrences of a singular message field merge, as their concatenated bytes do.
-        raw = list(map(_JOIN, values))
+        # Occurrences of a singular message field merge, as their concatenated bytes do. A
+        # body almost always comes once: then the occurrences are the bodies.
+        raw = list(itertools.chain.from_iterable(map(ALL, values)))
+        if len(raw) != len(values) or not all(map(len, values)):
+            raw = list(map(_JOIN, values))
         decoded = dict.fromkeys(raw)
         cut = set()
         for b in decoded:

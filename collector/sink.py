@@ -9,28 +9,52 @@ delta-rs's own writer holds about three times the data in memory while it writes
 100k records/s was most of the collector's footprint. Tables using writer features beyond
 appends (protocol writer version > 2: column mapping, constraints, generated columns…) or
 column invariants are written by delta-rs's writer, which enforces them.
+
+A commit that raises is not taken at its word. The table is refreshed first (delta-rs does not
+refresh it, and a retry on a stale snapshot fails the same way forever), then its transaction
+version for our app id says whether the commit went in after all (a commit is durable before
+its post-commit hook, which can still fail). Conflicts with other writers are retried with
+jittered exponential backoff; a conflict with a writer using our own app id is never retried:
+it means two writers share one identity, which exactly-once cannot survive.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import structlog
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
 from collector.filestats import INDEXED_COLUMNS_PROPERTY, file_stats, primitive_columns
 from collector.schema import TableSchema, schema_for_table
 from collector.tables import TableName
 
-__all__ = ["DeltaSink"]
+__all__ = ["DeltaSink", "IdentityConflict"]
+
+log = structlog.get_logger("collector.sink")
+
+# Our own tries of one commit, each after a refresh; delta-rs retries a conflict with other
+# writers up to max_commit_retries times itself, without a pause.
+_COMMIT_ATTEMPTS = 8
+_DELTA_COMMIT_RETRIES = 50
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 5.0
+_SAME_APP_ID = (
+    "Concurrent transaction failed"  # delta-rs's CommitConflictError::ConcurrentTransaction
+)
+
+
+class IdentityConflict(Exception):
+    """Another writer commits to the table under our Delta app id."""
 
 
 class DeltaSink:
@@ -46,6 +70,12 @@ class DeltaSink:
         self.warehouse = Path(warehouse).resolve()
         self.app_id = app_id
         self._tables: dict[TableName, DeltaTable] = {}
+        # The transaction version of our last commit to each table in this process: if the
+        # table ever shows another one, someone else commits as us.
+        self._ours: dict[TableName, int] = {}
+        # Tables another writer commits to under our app id: their txn version is no longer a
+        # record of what we stored, so nothing more is written to them until a restart.
+        self._shared_identity: set[TableName] = set()
         self._lock = threading.Lock()
 
     def location(self, table: TableName) -> Path:
@@ -101,25 +131,100 @@ class DeltaSink:
         if table not in self._tables:  # rows replayed from the WAL after a restart
             self.ensure(table, schema_for_table(table.table))
         dt = self._tables[table]
-        properties = None
+        properties = CommitProperties(max_commit_retries=_DELTA_COMMIT_RETRIES)
         if self.app_id is not None:
-            done = dt.transaction_version(self.app_id) or 0
-            entries = [e for e in entries if e[0] > done]
+            entries = [e for e in entries if e[0] > self._stored(table, dt)]
             if not entries:
                 return None
             properties = CommitProperties(
-                app_transactions=[Transaction(app_id=self.app_id, version=entries[-1][0])]
+                max_commit_retries=_DELTA_COMMIT_RETRIES,
+                app_transactions=[Transaction(app_id=self.app_id, version=entries[-1][0])],
             )
         data = pa.Table.from_batches([batch for _, batch in entries])
         if _plain_appends(dt):
-            self._append_file(self.location(table), dt, data, properties)
+            add = self._write_file(self.location(table), dt, data)
+
+            def commit() -> None:
+                dt.create_write_transaction(
+                    [add], mode="append", schema=dt.schema(), commit_properties=properties
+                )
         else:
-            write_deltalake(dt, data, mode="append", commit_properties=properties)
+
+            def commit() -> None:
+                write_deltalake(dt, data, mode="append", commit_properties=properties)
+
+        return self._commit(table, dt, commit, entries[-1][0])
+
+    def _stored(self, table: TableName, dt: DeltaTable) -> int:
+        """The highest sequence number the table holds from us (its txn version)."""
+        assert self.app_id is not None
+        done = dt.transaction_version(self.app_id) or 0
+        ours = self._ours.get(table)
+        if table in self._shared_identity or (ours is not None and done != ours):
+            raise self._identity_conflict(table, f"its transaction version is {done}, ours {ours}")
+        return done
+
+    def _identity_conflict(self, table: TableName, detail: str) -> IdentityConflict:
+        self._shared_identity.add(table)
+        log.error(
+            "another writer commits under our app id: two collectors share one identity",
+            app_id=self.app_id,
+            table=str(table),
+            detail=detail,
+        )
+        return IdentityConflict(
+            f"table {table}: another writer commits under app id {self.app_id} ({detail}); "
+            "each collector process needs a WAL of its own"
+        )
+
+    def _commit(
+        self, table: TableName, dt: DeltaTable, commit: Callable[[], None], last: int
+    ) -> int:
+        """Run ``commit`` until it is in: refresh after each failure, check whether it went in
+        anyway, back off and retry conflicts with other writers."""
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                commit()
+                break
+            except Exception as e:
+                if self.app_id is not None and _SAME_APP_ID in str(e):
+                    raise self._identity_conflict(table, "its commit won over ours") from e
+                if not self._refresh(table, dt):
+                    raise
+                if self.app_id is not None and (dt.transaction_version(self.app_id) or 0) >= last:
+                    log.warning("commit raised after it was stored", table=str(table), error=str(e))
+                    break
+                if not isinstance(e, CommitFailedError) or attempt == _COMMIT_ATTEMPTS:
+                    raise
+                delay = min(_BACKOFF_FIRST * 2 ** (attempt - 1), _BACKOFF_MAX)
+                log.info(
+                    "commit conflict, retrying", table=str(table), attempt=attempt, error=str(e)
+                )
+                time.sleep(delay * random.uniform(0.5, 1.5))
+        if self.app_id is not None:
+            self._ours[table] = last
+        # A refresh that fails here leaves the table to be opened afresh by the next append:
+        # a stale snapshot would have it commit this batch again.
+        self._refresh(table, dt)
         return dt.version()
 
-    def _append_file(
-        self, location: Path, dt: DeltaTable, data: pa.Table, properties: CommitProperties | None
-    ) -> None:
+    def _refresh(self, table: TableName, dt: DeltaTable) -> bool:
+        """Bring ``dt`` up to the table's latest version; if that fails too (the store is
+        down), forget it, so that the next append opens the table afresh."""
+        try:
+            dt.update_incremental()
+            return True
+        except Exception:
+            self._forget(table)
+            return False
+
+    def _forget(self, table: TableName) -> None:
+        with self._lock:
+            self._tables.pop(table, None)
+
+    def _write_file(self, location: Path, dt: DeltaTable, data: pa.Table) -> AddAction:
+        """Write ``data`` as one Parquet file in the table's directory; the add action for it.
+        A crash before the commit leaves an unreferenced file, which readers never see."""
         name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
         path = location / name
         pq.write_table(
@@ -130,7 +235,7 @@ class DeltaSink:
             write_statistics=primitive_columns(data.schema),
         )
         indexed = int(dt.metadata().configuration.get(INDEXED_COLUMNS_PROPERTY) or 32)
-        add = AddAction(
+        return AddAction(
             path=name,
             size=os.path.getsize(path),
             partition_values={},
@@ -138,11 +243,6 @@ class DeltaSink:
             data_change=True,
             stats=file_stats(data, indexed),
         )
-        # A crash before the commit leaves an unreferenced file, which readers never see.
-        dt.create_write_transaction(
-            [add], mode="append", schema=dt.schema(), commit_properties=properties
-        )
-        dt.update_incremental()
 
 
 _ROW_GROUP_ROWS = 128 * 1024

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from collector import process
 from collector.auth import TokensError, add_token
 from collector.config import ENV_PREFIX, Config, ConfigError
 from collector.log import configure_logging
@@ -19,7 +20,8 @@ from collector.server import Collector
 from collector.signals import SIGNALS
 from collector.sink import DeltaSink
 from collector.tables import InvalidTableName, prefix_table
-from collector.workers import become_worker, supervise
+from collector.wal import WalLocked
+from collector.workers import START_FAILED, supervise
 
 __all__ = ["main"]
 
@@ -93,9 +95,11 @@ def _serve(args: argparse.Namespace) -> int:
     config = Config.load(flags, os.environ, config_file)
     config.check()
     configure_logging(config.log_format, config.log_level)
-    worker = become_worker()
+    worker = process.worker_index()
     if worker is None and config.workers > 1:
         return supervise(sys.argv[1:], config.workers)
+    if process.stop_requested():  # stopped while still loading: nothing was started
+        return 0
     if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
         # jemalloc (pyarrow's default) keeps the pages of each flushed buffer for a while:
         # ~60 MiB more peak RSS per worker under load, for no measurable speed.
@@ -132,15 +136,17 @@ def _tables_create(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "serve":
+        process.release_signals()
     try:
         if args.command == "serve":
             return _serve(args)
         if args.command == "tokens":
             return _tokens_add(args)
         return _tables_create(args)
-    except (ConfigError, InvalidTableName, SchemaMismatch, TokensError) as e:
+    except (ConfigError, InvalidTableName, SchemaMismatch, TokensError, WalLocked) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return START_FAILED
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -10,16 +10,19 @@ stored nothing.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pyarrow as pa
+import structlog
 from google.protobuf.message import Message
 
 from collector.auth import ANONYMOUS, Authenticator, Principal
 from collector.buffer import Buffers
 from collector.errors import InvalidArgument, Unavailable
 from collector.flatten import DEFAULT_LIMITS, Flattened, Limits, MalformedValue
+from collector.hoststate import STALE_AFTER, HostState
 from collector.schema import SchemaMismatch, TableSchema, schema_for_table
 from collector.selfmetrics import SelfMetrics
 from collector.signals import Signal
@@ -28,6 +31,8 @@ from collector.tables import TableName, route
 from collector.wal import WriteAheadLog
 
 __all__ = ["Pipeline", "flatten_request"]
+
+log = structlog.get_logger("collector.pipeline")
 
 
 def flatten_request(signal: Signal, request: Message, limits: Limits = DEFAULT_LIMITS) -> Flattened:
@@ -54,6 +59,8 @@ class Pipeline:
         limits: Limits = DEFAULT_LIMITS,
         max_records: int = 100_000,
         max_concurrent: int = 256,
+        host: HostState | None = None,
+        worker: int = 0,
     ) -> None:
         self.sink = sink
         self.buffers = buffers
@@ -63,6 +70,8 @@ class Pipeline:
         self.limits = limits
         self.max_records = max_records
         self.max_concurrent = max_concurrent
+        self.host = host  # where the other workers on this host report how they are
+        self.worker = worker
         self.metrics = SelfMetrics()
         self._lsn = 0  # sequence numbers when there is no WAL to give them
         self._in_flight = 0
@@ -139,8 +148,9 @@ class Pipeline:
             lsn, repeated = self.wal.write(table, batch)
         except OSError as e:
             raise Unavailable(f"cannot write the WAL: {e}", retry_after=retry) from None
-        if repeated:  # a retry of a request already in the log is not stored twice
+        if repeated:  # a retry of a request already accepted is not stored twice
             self.metrics.inc("otlp_delta_retries_deduplicated_total")
+            log.info("retry of an accepted request, not stored again", table=str(table))
         else:
             self.buffers.add(table, batch, lsn)
         try:
@@ -151,7 +161,38 @@ class Pipeline:
             self.buffers.check(table)
 
     def health(self) -> tuple[bool, dict[str, object]]:
-        """Whether requests can be accepted now, and the state behind the answer (/readyz)."""
+        """Whether requests can be accepted now, and the state behind the answer (/readyz):
+        this worker's, and what the other workers on the host last reported of theirs."""
+        ready, body = self.own_health()
+        if self.host is None:
+            return ready, body
+        problems: list[str] = body["problems"]  # type: ignore[assignment]
+        workers: dict[str, object] = {}
+        now = time.time()
+        for report in self.host.reports():
+            if report.worker == self.worker:
+                continue
+            silent = now - report.at > STALE_AFTER
+            status = "silent" if silent else report.health["status"]
+            workers[str(report.worker)] = {
+                "pid": report.pid,
+                "status": status,
+                "reported": report.at,
+                "problems": report.health["problems"],
+            }
+            name = f"worker {report.worker} (pid {report.pid})"
+            if silent:
+                problems.append(f"{name} has not reported for {now - report.at:.0f} s")
+            elif status != "ok":
+                problems.extend(f"{name}: {p}" for p in report.health["problems"])
+        if workers:
+            body["workers"] = workers
+            if body["status"] == "ok" and problems:
+                body["status"] = "degraded"  # a sibling's trouble: this worker still accepts
+        return ready, body
+
+    def own_health(self) -> tuple[bool, dict[str, object]]:
+        """This worker's readiness and state alone."""
         problems = []
         if self.wal is not None and self.wal.error:
             problems.append(self.wal.error)
@@ -172,6 +213,7 @@ class Pipeline:
         status = "unavailable" if problems else "degraded" if failing else "ok"
         body: dict[str, object] = {
             "status": status,
+            "worker": self.worker,
             "problems": problems + [f"flushes to {t} are failing" for t in failing],
             "held_bytes": self.buffers.held_bytes,
             "max_buffer_bytes": self.buffers.policy.max_held_bytes,

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal as signals
 import ssl
+import time
 
 import grpc
 import structlog
 from aiohttp import web
 
+from collector import process
 from collector.auth import Authenticator
 from collector.buffer import Buffers, FlushPolicy
 from collector.config import Config, HostPort
 from collector.flatten import Limits
+from collector.hoststate import REPORT_INTERVAL, HostState
 from collector.pipeline import Pipeline
 from collector.proxy import install_proxy
 from collector.receivers.grpc import build_server
@@ -33,11 +37,17 @@ class Collector:
     def __init__(self, config: Config, worker: int = 0) -> None:
         self.config = config
         self.worker = worker
-        if config.workers > 1:
-            structlog.contextvars.bind_contextvars(worker=worker)
+        wal_dir = config.wal_directory / f"worker-{worker}"
+        # Every line says which process of which worker, and which WAL, it concerns.
+        structlog.contextvars.bind_contextvars(worker=worker, pid=os.getpid())
+        if config.durability == "wal":
+            structlog.contextvars.bind_contextvars(wal=str(wal_dir))
+        self.host = HostState(config.wal_directory / "host.sqlite", config.dedup_window)
         self.wal = (
             WriteAheadLog(
-                config.wal_directory / f"worker-{worker}", dedup_window=config.dedup_window
+                wal_dir,
+                dedup_window=config.dedup_window,
+                host=self.host if config.dedup_window else None,
             )
             if config.durability == "wal"
             else None
@@ -65,7 +75,10 @@ class Collector:
             limits=Limits(config.max_attributes, config.max_value_bytes),
             max_records=config.max_records,
             max_concurrent=config.max_concurrent_requests,
+            host=self.host,
+            worker=worker,
         )
+        self._reporter: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
         self.http_address: HostPort | None = None
@@ -82,11 +95,32 @@ class Collector:
             count += 1
         return count
 
+    def _share_retries(self) -> None:
+        """Put in the host's retry index what every worker's WAL holds, before we accept
+        anything: a sibling that crashed between its WAL write and its index insert, and has not
+        started again yet, must not have its clients' retries stored twice by us."""
+        if self.wal is None or self.wal.host is None:
+            return
+        horizon = time.time() - self.config.dedup_window
+        self.wal.host.remember(self.wal.remembered())
+        for sibling in self.config.wal_directory.glob("worker-*"):
+            if sibling != self.wal.directory:
+                self.wal.host.remember(WriteAheadLog.scan(sibling, horizon))
+
+    async def _report(self) -> None:
+        """Tell the other workers how this one is, for their /readyz."""
+        self.host.withdraw(self.config.workers, and_above=True)  # left by a larger --workers
+        while True:
+            self.host.report(self.worker, os.getpid(), self.pipeline.own_health()[1])
+            await asyncio.sleep(REPORT_INTERVAL)
+
     async def start(self) -> None:
         self.config.warehouse.mkdir(parents=True, exist_ok=True)
         replayed = self._replay()
         if replayed:
             log.info("wal replayed", records=replayed, rows=self.buffers.buffered_rows)
+        self._share_retries()
+        self._reporter = asyncio.create_task(self._report(), name="worker-report")
         self.buffers.start()
         self.buffers.flush_soon()
         if self.config.http is not None:
@@ -159,6 +193,10 @@ class Collector:
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish, flush every buffer."""
+        if self._reporter is not None:
+            self._reporter.cancel()
+            await asyncio.gather(self._reporter, return_exceptions=True)
+        self.host.withdraw(self.worker)  # a stopping worker is nobody's problem
         if self._grpc is not None:
             await self._grpc.stop(grace=5)
         if self._http is not None:
@@ -166,6 +204,7 @@ class Collector:
         flushed = await self.buffers.close(self.config.shutdown_timeout)
         if self.wal is not None:
             self.wal.close()
+        self.host.close()
         log.info(
             "collector stopped",
             flushed=flushed,
@@ -186,6 +225,8 @@ class Collector:
         loop = asyncio.get_running_loop()
         for sig in (signals.SIGTERM, signals.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if process.stop_requested():  # asked while we were loading: start, flush, stop
+            stop.set()
         async with self:
             _settle_gc()
             await stop.wait()

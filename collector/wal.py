@@ -6,6 +6,12 @@ and its table; a flush commits a table's records with a Delta transaction whose 
 highest LSN it covers, so that after a crash a record whose LSN is not above the table's
 transaction version is known to be in Delta already (see :mod:`collector.sink`).
 
+A log has one owner: the process that holds an exclusive ``flock`` on its ``lock`` file, from
+before it reads anything until it closes. Two writers of one log would reuse each other's LSNs
+and commit under one Delta app id, so a second process (an orphaned worker, another ``serve``
+on the same ``--wal-dir``) waits a bounded time for the lock and then gives up with
+:class:`WalLocked`; the kernel releases the lock of a process that dies, however it dies.
+
 Each record also carries a digest of its content. A client whose request was written but not
 answered before a crash retries it; the digest tells the retry from new data, so the retry is
 acknowledged without being stored twice. Digests outlive their segments for ``dedup_window``
@@ -18,6 +24,7 @@ On-disk record: ``u32 length | u32 crc32(body) | body``, body = ``u64 lsn | f64 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 import struct
@@ -31,15 +38,24 @@ from pathlib import Path
 import pyarrow as pa
 import structlog
 
+from collector.hoststate import HostState
 from collector.tables import TableName
 
-__all__ = ["WalRecord", "WriteAheadLog"]
+__all__ = ["WalLocked", "WalRecord", "WriteAheadLog"]
 
 log = structlog.get_logger("collector.wal")
 
 _FRAME = struct.Struct("<II")
 _HEAD = struct.Struct("<Qd16sH")
 _DIGEST = struct.Struct("<16sd")
+
+
+# Long enough for a killed owner's exit to release its lock; short enough for a start-up error.
+LOCK_TIMEOUT = 10.0
+
+
+class WalLocked(Exception):
+    """Another live process owns the log directory."""
 
 
 @dataclass(frozen=True)
@@ -85,11 +101,15 @@ class WriteAheadLog:
         *,
         segment_bytes: int = 64 * 1024 * 1024,
         dedup_window: float = 600.0,
+        lock_timeout: float = LOCK_TIMEOUT,
+        host: HostState | None = None,
     ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.dedup_window = dedup_window
+        self.host = host  # the retry index shared with the other workers, if any
         directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock(directory / "lock", lock_timeout)
         self.instance_id = self._instance_id()
         self._segments: list[_Segment] = []
         self._committed: dict[TableName, int] = {}
@@ -151,32 +171,37 @@ class WriteAheadLog:
             self._open_segment()
 
     def _read(self, path: Path) -> Iterator[tuple[WalRecord, int]]:
-        data = path.read_bytes()
-        pos = 0
-        while pos + _FRAME.size <= len(data):
-            length, crc = _FRAME.unpack_from(data, pos)
-            body = data[pos + _FRAME.size : pos + _FRAME.size + length]
-            if len(body) != length or zlib.crc32(body) != crc:
-                return
-            lsn, at, digest, table_len = _HEAD.unpack_from(body)
-            offset = _HEAD.size
-            table = TableName.parse(body[offset : offset + table_len].decode())
-            offset += table_len
-            batch = pa.ipc.open_stream(pa.py_buffer(body[offset:])).read_next_batch()
-            pos += _FRAME.size + length
-            yield WalRecord(lsn, at, digest, table, batch), pos
+        for lsn, at, digest, table, payload, end in _frames(path.read_bytes()):
+            batch = pa.ipc.open_stream(pa.py_buffer(payload)).read_next_batch()
+            yield WalRecord(lsn, at, digest, TableName.parse(str(table, "utf-8")), batch), end
 
     def _load_digest_files(self) -> None:
         horizon = time.time() - self.dedup_window
         for path in self.directory.glob("*.digests"):
-            data = path.read_bytes()
-            newest = 0.0
-            for digest, at in _DIGEST.iter_unpack(data[: len(data) // _DIGEST.size * _DIGEST.size]):
-                newest = max(newest, at)
+            digests = _digest_file(path)
+            for digest, at in digests:
                 if at >= horizon:
                     self._seen[digest] = (at, 0)
-            if newest < horizon:
+            if max((at for _, at in digests), default=0.0) < horizon:
                 path.unlink(missing_ok=True)
+
+    def remembered(self) -> list[tuple[bytes, float]]:
+        """The digests of the requests this log accepted within the window (digest, time)."""
+        return [(digest, at) for digest, (at, _) in self._seen.items()]
+
+    @staticmethod
+    def scan(directory: Path, horizon: float) -> Iterator[tuple[bytes, float]]:
+        """The digests that the log in ``directory`` holds from after ``horizon``, read without
+        its lock: by the owner's siblings, which only read, while the owner may be writing
+        (a record being written ends the scan like a torn one) or deleting segments."""
+        for path in directory.glob("*.digests"):
+            yield from ((d, at) for d, at in _digest_file(path) if at >= horizon)
+        for path in sorted(directory.glob("*.wal")):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            yield from ((d, at) for _, at, d, _, _, _ in _frames(data) if at >= horizon)
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -206,8 +231,9 @@ class WriteAheadLog:
 
     def write(self, table: TableName, batch: pa.RecordBatch) -> tuple[int, bool]:
         """Append a record (not yet durable: await :meth:`durable`). Returns its LSN, and
-        whether it is a retry of a record already in the log, in which case nothing is written
-        and the LSN is the original's (0 if that one is committed and gone)."""
+        whether it is a retry of a record already accepted, in which case nothing is written
+        and the LSN is the original's (0 if that one is committed and gone, or was accepted by
+        another worker, whose log holds it)."""
         payload = _ipc(batch)
         # Without retry dedup no digest is needed: skip hashing the whole payload.
         digest = self.digest(table, payload) if self.dedup_window else bytes(16)
@@ -217,6 +243,8 @@ class WriteAheadLog:
             prior = self._seen.get(digest)
             if prior is not None and prior[0] >= now - self.dedup_window:
                 return prior[1], True
+            if self.host is not None and self.host.seen(digest, now):
+                return 0, True
         lsn = self._next_lsn
         name = str(table).encode()
         head = _HEAD.pack(lsn, now, digest, len(name))
@@ -240,6 +268,10 @@ class WriteAheadLog:
         self._written_lsn = lsn
         segment = self._segments[-1]
         self._note(segment, lsn, table, digest, now, segment.size + _FRAME.size + size)
+        if self.host is not None and self.dedup_window:
+            # Now, not once durable: the record is in the page cache, which a crash of this
+            # process does not lose, so from here a retry on another worker must be known.
+            self.host.remember([(digest, now)])
         if segment.size >= self.segment_bytes:
             self._open_segment()
         return lsn, False
@@ -331,6 +363,59 @@ class WriteAheadLog:
                     os.close(fd)
         self._fd = -1
         self._retired = []
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the lock: another process may own the log now
+            self._lock_fd = -1
+
+
+def _lock(path: Path, timeout: float) -> int:
+    """Hold ``path``'s exclusive lock (waiting up to ``timeout`` s); return its descriptor, which
+    the lock lives with. The file names the holder's pid for the next one's error message."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    raise WalLocked(
+                        f"the write-ahead log {path.parent} is in use by another process "
+                        f"(pid {holder}); each collector process needs a --wal-dir of its own"
+                    ) from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _frames(data: bytes) -> Iterator[tuple[int, float, bytes, memoryview, memoryview, int]]:
+    """The whole records in a segment's bytes: (LSN, time, digest, table name, Arrow IPC
+    payload, offset where the record ends); they stop at the first torn or corrupt one."""
+    view = memoryview(data)
+    pos = 0
+    while pos + _FRAME.size <= len(data):
+        length, crc = _FRAME.unpack_from(data, pos)
+        start, end = pos + _FRAME.size, pos + _FRAME.size + length
+        if end > len(data) or zlib.crc32(view[start:end]) != crc:
+            return
+        lsn, at, digest, table_len = _HEAD.unpack_from(data, start)
+        table_end = start + _HEAD.size + table_len
+        yield lsn, at, digest, view[start + _HEAD.size : table_end], view[table_end:end], end
+        pos = end
+
+
+def _digest_file(path: Path) -> list[tuple[bytes, float]]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:  # a sibling's, swept while we looked
+        return []
+    return list(_DIGEST.iter_unpack(data[: len(data) // _DIGEST.size * _DIGEST.size]))
 
 
 def _fdatasync_all(fds: list[int]) -> None:

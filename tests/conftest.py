@@ -40,6 +40,7 @@ class CollectorProcess:
         *extra: str,
         env: dict[str, str] | None = None,
         ports: tuple[int, int] | None = None,
+        wait: bool = True,
     ) -> None:
         self.warehouse = warehouse
         self.http_port, self.grpc_port = ports or (free_port(), free_port())
@@ -72,9 +73,10 @@ class CollectorProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-        self._wait_listening()
+        if wait:
+            self.wait_listening()
 
-    def _wait_listening(self, timeout: float = 30.0) -> None:
+    def wait_listening(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

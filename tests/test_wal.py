@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from collector import wal as wal_module
+from collector.hoststate import HostState
 from collector.tables import TableName
-from collector.wal import WriteAheadLog
+from collector.wal import WalLocked, WriteAheadLog
 
 LOGS = TableName("main", "agents", "cc_otel_logs")
 METRICS = TableName("main", "agents", "cc_otel_metrics")
@@ -20,7 +23,7 @@ def batch(n: int) -> pa.RecordBatch:
     return pa.record_batch({"x": pa.array(range(n), pa.int64()), "s": [f"v{i}" for i in range(n)]})
 
 
-def opened(path: Path, **kwargs: float) -> tuple[WriteAheadLog, list]:
+def opened(path: Path, **kwargs: object) -> tuple[WriteAheadLog, list]:
     wal = WriteAheadLog(path, **kwargs)  # type: ignore[arg-type]
     return wal, list(wal.recover())
 
@@ -150,3 +153,48 @@ async def test_concurrent_writers_share_fsyncs(
     await asyncio.gather(*(one(i) for i in range(100)))
     assert wal.synced_lsn == 100
     assert 1 <= len(calls) < 10  # group commit: a handful of fsyncs for 100 records
+
+
+def test_a_log_has_one_owner(tmp_path: Path) -> None:
+    wal, _ = opened(tmp_path)
+    lsn, _ = wal.write(LOGS, batch(1))
+    with pytest.raises(WalLocked) as refused:
+        WriteAheadLog(tmp_path, lock_timeout=0.3)
+    assert str(refused.value) == (
+        f"the write-ahead log {tmp_path} is in use by another process (pid {os.getpid()}); "
+        "each collector process needs a --wal-dir of its own"
+    )
+    assert len(list(WriteAheadLog.scan(tmp_path, horizon=0))) == 1  # nothing was touched
+    wal.close()  # the owner goes: the next one takes over at once
+    again, records = opened(tmp_path)
+    assert [r.lsn for r in records] == [lsn]
+    again.close()
+
+
+async def test_a_retry_on_another_worker_is_recognised_through_the_host_index(
+    tmp_path: Path,
+) -> None:
+    host = HostState(tmp_path / "host.sqlite", dedup_window=600)
+    mine, _ = opened(tmp_path / "worker-0", host=host)
+    other, _ = opened(tmp_path / "worker-1", host=HostState(tmp_path / "host.sqlite", 600))
+    lsn, _ = mine.write(LOGS, batch(5))
+    assert other.write(LOGS, batch(5)) == (0, True)  # accepted by worker 0: not written again
+    assert other.write(LOGS, batch(6))[1] is False
+    await mine.durable(lsn)
+
+
+def test_a_sibling_log_is_read_for_its_digests_while_its_owner_writes(tmp_path: Path) -> None:
+    """A worker that crashed between its WAL write and its index insert: the digest is found
+    in its log, which the others read before they accept anything."""
+    owner, _ = opened(tmp_path)
+    owner.write(LOGS, batch(1))
+    owner.write(METRICS, batch(2))
+    with (tmp_path / f"{1:020d}.wal").open("ab") as f:
+        f.write(b"\x40\x00\x00\x00\x01\x02")  # as if a third record were being written
+    digests = list(WriteAheadLog.scan(tmp_path, horizon=time.time() - 60))
+    assert [d for d, _ in digests] == [
+        WriteAheadLog.digest(LOGS, wal_module._ipc(batch(1))),
+        WriteAheadLog.digest(METRICS, wal_module._ipc(batch(2))),
+    ]
+    assert list(WriteAheadLog.scan(tmp_path, horizon=time.time() + 60)) == []
+    owner.close()

@@ -41,7 +41,7 @@ def prepare() -> None:
     _prepared = True
     for sig in _STOP_SIGNALS:
         signal.signal(sig, _note)
-    if WORKER_ENV in os.environ:
+    if worker_index() is not None:
         _tie_to_supervisor(int(os.environ[SUPERVISOR_ENV]))
 
 
@@ -61,7 +61,9 @@ def _tie_to_supervisor(supervisor: int) -> None:
 def worker_index() -> int | None:
     """This process's worker index, or None when it is not a supervisor's worker."""
     index = os.environ.get(WORKER_ENV)
-    return None if index is None else int(index)
+    if index is None or SUPERVISOR_ENV not in os.environ:
+        return None
+    return int(index)
 
 
 def stop_requested() -> bool:

@@ -26,9 +26,11 @@ run: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Ingest throughput: a table of figures, and JSON under benchmarks/results/. --quick: < 1 min.
+# Ingest throughput, then a table that lives for days (maintenance on and off): tables of
+# figures, and JSON under benchmarks/results/. --quick: a few minutes in all.
 bench: install
 	$(PY) -m benchmarks $(BENCH_ARGS)
+	$(PY) -m benchmarks.longtable $(BENCH_ARGS)
 
 # A long fuzzing run: hypothesis with a large budget, then atheris (coverage-guided).
 fuzz: install

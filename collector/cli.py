@@ -1,4 +1,4 @@
-"""``python -m collector``: ``serve`` and ``tables create``."""
+"""``python -m collector``: ``serve``, ``maintain``, ``tables create`` and ``tokens add``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,11 +16,13 @@ from collector import process
 from collector.auth import TokensError, add_token
 from collector.config import ENV_PREFIX, Config, ConfigError
 from collector.log import configure_logging
+from collector.maintenance import Maintainer, MaintenancePolicy, TableReport
+from collector.maintenance.background import MAINTENANCE_SETTINGS
 from collector.schema import SchemaMismatch
 from collector.server import Collector
 from collector.signals import SIGNALS
 from collector.sink import DeltaSink
-from collector.tables import InvalidTableName, prefix_table
+from collector.tables import InvalidTableName, TableName, prefix_table
 from collector.wal import WalLocked
 from collector.workers import START_FAILED, supervise
 
@@ -58,6 +61,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.add_argument("prefix", metavar="CATALOG.SCHEMA.PREFIX")
     create.add_argument("--warehouse", type=Path, default=None, metavar="PATH")
+    maintain = commands.add_parser(
+        "maintain",
+        help="compact, checkpoint, clean up, vacuum (and apply retention to) the tables",
+        description="What serve does in the background, by hand or from cron. Tables another "
+        "maintainer is working on are skipped.",
+    )
+    maintain.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings")
+    maintain.add_argument("--once", action="store_true", help="one pass, then exit")
+    maintain.add_argument(
+        "--background",
+        action="store_true",
+        help="as serve runs it: at the lowest CPU priority, passes logged but not printed",
+    )
+    maintain.add_argument(
+        "--table", action="append", default=[], metavar="CATALOG.SCHEMA.TABLE",
+        help="only this table (repeatable; default: every table in the warehouse)",
+    )  # fmt: skip
+    for f in Config.settings():
+        if f.name in MAINTENANCE_SETTINGS:
+            maintain.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                metavar=f.metadata["metavar"],
+                help=_help(f.metadata["help"], f.default),
+            )
     tokens = commands.add_parser("tokens", help="manage access tokens").add_subparsers(
         dest="tokens_command", required=True
     )
@@ -81,6 +109,39 @@ def _parser() -> argparse.ArgumentParser:
         help=f"TOML or JSON (default: ${ENV_PREFIX}TOKENS_FILE, else tokens.toml)",
     )
     return parser
+
+
+def _maintain(args: argparse.Namespace) -> int:
+    flags = {name: getattr(args, name) for name in MAINTENANCE_SETTINGS}
+    config = Config.load(flags, os.environ, args.config or os.environ.get(ENV_PREFIX + "CONFIG"))
+    config.check()
+    configure_logging(config.log_format, config.log_level)
+    maintainer = Maintainer(config.warehouse, MaintenancePolicy.from_config(config))
+    tables = [TableName.parse(t) for t in args.table] or None
+    if args.background:
+        os.nice(19)
+        while True:
+            time.sleep(config.maintenance_interval)
+            maintainer.run_once(tables)
+
+    def progress(report: TableReport) -> None:
+        print(report.line(), flush=True)
+
+    while True:
+        started = time.perf_counter()
+        reports = maintainer.run_once(tables, progress)
+        print(
+            f"maintained {len(reports)} tables: files "
+            f"{sum(r.files_before for r in reports)} → {sum(r.files_after for r in reports)}, "
+            f"{sum(r.bytes_after for r in reports) / 2**20:.1f} MiB, "
+            f"{sum(r.rows_deleted for r in reports)} rows past retention deleted, "
+            f"{sum(1 for r in reports if r.error)} failed, "
+            f"{(time.perf_counter() - started) * 1000:.0f} ms",
+            flush=True,
+        )
+        if args.once:
+            return 1 if any(r.error for r in reports) else 0
+        time.sleep(config.maintenance_interval)
 
 
 def _help(text: str, default: object) -> str:
@@ -136,13 +197,15 @@ def _tables_create(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command != "serve":
+    if args.command != "serve":  # maintain too: a pass stopped anywhere leaves the tables whole
         process.release_signals()
     try:
         if args.command == "serve":
             return _serve(args)
         if args.command == "tokens":
             return _tokens_add(args)
+        if args.command == "maintain":
+            return _maintain(args)
         return _tables_create(args)
     except (ConfigError, InvalidTableName, SchemaMismatch, TokensError, WalLocked) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector.schema import schemas_by_suffix
 from collector.tables import InvalidTableName, TableName
 
-__all__ = ["Config", "ConfigError", "HostPort", "parse_size"]
+__all__ = ["Config", "ConfigError", "HostPort", "parse_duration", "parse_size"]
 
 ENV_PREFIX = "COLLECTOR_"
 
@@ -63,6 +64,45 @@ def parse_size(text: str | int) -> int:
     base = 1024 if "i" in unit else 1000
     power = "bkmgt".index(unit[0]) if unit else 0
     return int(float(m.group(1)) * base**power)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)?", re.I)
+_SECONDS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds, from ``90``, ``90s``, ``5m``, ``1h``, ``90d``, ``2w``."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    m = _DURATION.fullmatch(str(text).strip())
+    if not m:
+        raise ConfigError(f"{text!r} is not a duration (e.g. 300, 90s, 5m, 1h, 90d)")
+    return float(m.group(1)) * _SECONDS[(m.group(2) or "").lower()]
+
+
+def _retention(value: Any) -> tuple[tuple[str, float], ...]:
+    """``logs=90d,metrics=400d`` (or a TOML table of the same): (table kind, seconds) pairs."""
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        pairs = []
+        for part in filter(None, (p.strip() for p in str(value).split(","))):
+            kind, sep, duration = part.partition("=")
+            if not sep:
+                raise ConfigError(f"{part!r} is not KIND=DURATION (e.g. logs=90d)")
+            pairs.append((kind.strip(), duration.strip()))
+    kinds = sorted(s.kind for s in schemas_by_suffix().values())
+    out: dict[str, float] = {}
+    for kind, duration in pairs:
+        if kind not in kinds:
+            raise ConfigError(
+                f"unknown table kind {kind!r} in --retention: one of {', '.join(kinds)}"
+            )
+        seconds = _positive(parse_duration)(duration)
+        if seconds < 3600:
+            raise ConfigError(f"--retention {kind}={duration}: less than one hour is refused")
+        out[kind] = seconds
+    return tuple(sorted(out.items()))
 
 
 def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -245,6 +285,58 @@ class Config:
         "auto: one per core",
         "N",
     )
+    maintenance: bool = _setting(
+        True,
+        _boolean,
+        "on: serve compacts, checkpoints, cleans up and vacuums the tables in the background",
+        "on|off",
+    )
+    target_file_size: int = _setting(
+        128 * MiB,
+        _positive(parse_size),
+        "compaction rewrites smaller files into files of about this size",
+        "BYTES",
+    )
+    compact_min_age: float = _setting(
+        60.0,
+        _non_negative(parse_duration),
+        "files younger than this are left alone by compaction",
+        "DURATION",
+    )
+    log_retention: float = _setting(
+        3600.0,
+        _positive(parse_duration),
+        "Delta log entries older than this are removed (every retained entry slows each "
+        "commit a little); time travel reaches back this far",
+        "DURATION",
+    )
+    vacuum_retention: float = _setting(
+        7 * 86400.0,
+        _positive(parse_duration),
+        "data files no longer in the table are deleted once they have been out of it this "
+        "long (at least 1h)",
+        "DURATION",
+    )
+    retention: tuple[tuple[str, float], ...] = _setting(
+        (),
+        _retention,
+        "opt-in: delete rows older than this per table kind, e.g. logs=90d,metrics=400d "
+        "(kinds: logs, metrics, spans, usage, inference)",
+        "KIND=DURATION,…",
+    )
+    maintenance_interval: float = _setting(
+        60.0,
+        _positive(parse_duration),
+        "time between maintenance passes over the tables",
+        "DURATION",
+    )
+    maintenance_lease: float = _setting(
+        60.0,
+        _positive(parse_duration),
+        "how long a maintainer's claim on a table lasts unless renewed; another takes over "
+        "after it",
+        "DURATION",
+    )
     proxy_config: Path | None = _setting(
         None,
         _optional_path,
@@ -276,6 +368,11 @@ class Config:
                 "`python -m collector tokens add NAME --grant 'CATALOG.SCHEMA.*' --tokens-file "
                 "tokens.toml` and pass --tokens-file tokens.toml, or listen on 127.0.0.1, or "
                 "pass --allow-unauthenticated if a proxy in front authenticates"
+            )
+        if self.vacuum_retention < 3600:
+            raise ConfigError(
+                "--vacuum-retention under one hour is refused: a reader or a commit in progress "
+                "may still need the files it would delete"
             )
         if self.workers > 1 and any(a is not None and a.port == 0 for a in (self.http, self.grpc)):
             raise ConfigError(

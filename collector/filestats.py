@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["INDEXED_COLUMNS_PROPERTY", "file_stats", "primitive_columns"]
+__all__ = ["INDEXED_COLUMNS_PROPERTY", "file_stats", "merge_stats", "primitive_columns"]
 
 INDEXED_COLUMNS_PROPERTY = "delta.dataSkippingNumIndexedCols"
 _DEFAULT_INDEXED = 32
@@ -37,6 +37,52 @@ def file_stats(table: pa.Table, indexed_columns: int = _DEFAULT_INDEXED) -> str:
         _visit(field.name, field.type, column.chunks, mins, maxes, nulls, budget)
     stats.update(minValues=mins, maxValues=maxes, nullCount=nulls)
     return json.dumps(stats, separators=(",", ":"), allow_nan=False)
+
+
+def merge_stats(parts: list[str]) -> str:
+    """The ``stats`` of a file written as the concatenation of the parts ``file_stats`` gave
+    (a file written chunk by chunk): counts add up; a bound holds only if every part that has
+    values in the column gave one."""
+    loaded = [json.loads(p) for p in parts]
+    mins: dict[str, Any] = {}
+    maxes: dict[str, Any] = {}
+    nulls: dict[str, Any] = {}
+    _merge(loaded, [p["numRecords"] for p in loaded], (), mins, maxes, nulls)
+    stats = {"numRecords": sum(p["numRecords"] for p in loaded)}
+    stats.update(minValues=mins, maxValues=maxes, nullCount=nulls)
+    return json.dumps(stats, separators=(",", ":"), allow_nan=False)
+
+
+def _merge(
+    parts: list[dict[str, Any]],
+    rows: list[int],
+    path: tuple[str, ...],
+    mins: dict[str, Any],
+    maxes: dict[str, Any],
+    nulls: dict[str, Any],
+) -> None:
+    def at(part: dict[str, Any], key: str) -> Any:
+        node: Any = part.get(key, {})
+        for name in path:
+            node = node.get(name, {}) if isinstance(node, dict) else {}
+        return node
+
+    for name, first in at(parts[0], "nullCount").items():
+        node_nulls = [at(p, "nullCount").get(name) for p in parts]
+        if isinstance(first, dict):
+            inner: tuple[dict[str, Any], dict[str, Any], dict[str, Any]] = ({}, {}, {})
+            _merge(parts, rows, (*path, name), *inner)
+            for into, values in zip((mins, maxes, nulls), inner, strict=True):
+                if values:
+                    into[name] = values
+            continue
+        nulls[name] = sum(n or 0 for n in node_nulls)
+        # Parts whose column is all null give no bound and need none.
+        valued = [p for p, n, r in zip(parts, node_nulls, rows, strict=True) if (n or 0) < r]
+        for key, into, pick in (("minValues", mins, min), ("maxValues", maxes, max)):
+            bounds = [at(p, key).get(name) for p in valued]
+            if valued and all(b is not None for b in bounds):
+                into[name] = pick(bounds)
 
 
 @functools.lru_cache(maxsize=16)

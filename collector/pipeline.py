@@ -23,6 +23,7 @@ from collector.buffer import Buffers
 from collector.errors import InvalidArgument, Unavailable
 from collector.flatten import DEFAULT_LIMITS, Flattened, Limits, MalformedValue
 from collector.hoststate import STALE_AFTER, HostState
+from collector.maintenance import maintenance_status
 from collector.schema import SchemaMismatch, TableSchema, schema_for_table
 from collector.selfmetrics import SelfMetrics
 from collector.signals import Signal
@@ -33,6 +34,16 @@ from collector.wal import WriteAheadLog
 __all__ = ["Pipeline", "flatten_request"]
 
 log = structlog.get_logger("collector.pipeline")
+
+# The maintainers' running totals over the warehouse's tables (collector.maintenance).
+_MAINTENANCE_HELP = {
+    "passes": "Maintenance passes over a table, by any maintainer of the warehouse.",
+    "files_compacted": "Data files rewritten into larger ones by compaction.",
+    "rows_deleted": "Rows deleted for being older than --retention.",
+    "log_files_removed": "Expired Delta log files removed.",
+    "data_files_vacuumed": "Data files deleted by vacuum.",
+    "failures": "Maintenance passes over a table that failed.",
+}
 
 
 def flatten_request(signal: Signal, request: Message, limits: Limits = DEFAULT_LIMITS) -> Flattened:
@@ -220,9 +231,17 @@ class Pipeline:
             "durability": "wal" if self.wal is not None else "none",
             "tables": tables,
         }
+        maintained = maintenance_status(self.sink.warehouse)
+        if maintained:  # by whichever maintainer (serve's, cron's, a replica's)
+            body["maintenance"] = {t: {k: v for k, v in r.items() if k != "totals"}
+                                   for t, r in maintained.items()}  # fmt: skip
         return not problems, body
 
     def render_metrics(self) -> str:
+        totals: dict[str, float] = {}
+        for report in maintenance_status(self.sink.warehouse).values():
+            for name, value in report.get("totals", {}).items():
+                totals[name] = totals.get(name, 0) + value
         return self.metrics.render(
             {
                 "otlp_delta_buffered_bytes": (
@@ -234,7 +253,12 @@ class Pipeline:
                     self.buffers.buffered_rows,
                 ),
                 "otlp_delta_requests_in_progress": ("Requests being handled.", self._in_flight),
-            }
+            },
+            {
+                f"otlp_delta_maintenance_{name}_total": (_MAINTENANCE_HELP[name], value)
+                for name, value in totals.items()
+                if name in _MAINTENANCE_HELP
+            },
         )
 
     async def ready(self, table: TableName, schema: TableSchema) -> None:

@@ -1,5 +1,6 @@
 """What ``python -m collector`` arranges before its heavy imports, which take a second or more:
-a worker's tie to its supervisor, and a stop that is asked for while the process is starting.
+a worker's (or maintenance process's) tie to the process that started it, and a stop that is
+asked for while the process is starting.
 
 Light on purpose: only the standard library, and nothing of the package that loads pyarrow.
 """
@@ -13,6 +14,7 @@ import signal
 __all__ = [
     "SUPERVISOR_ENV",
     "WORKER_ENV",
+    "child_env",
     "prepare",
     "release_signals",
     "stop_requested",
@@ -41,8 +43,9 @@ def prepare() -> None:
     _prepared = True
     for sig in _STOP_SIGNALS:
         signal.signal(sig, _note)
-    if worker_index() is not None:
-        _tie_to_supervisor(int(os.environ[SUPERVISOR_ENV]))
+    parent = os.environ.get(SUPERVISOR_ENV)
+    if parent is not None:  # a worker, or serve's maintenance process
+        _tie_to_supervisor(int(parent))
 
 
 def _tie_to_supervisor(supervisor: int) -> None:
@@ -56,6 +59,12 @@ def _tie_to_supervisor(supervisor: int) -> None:
     # The supervisor may have died between our start and the prctl, which then came too late.
     if os.getppid() != supervisor:
         os._exit(1)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child that must die with this process (see :func:`prepare`)."""
+    env = {k: v for k, v in os.environ.items() if k not in (WORKER_ENV, SUPERVISOR_ENV)}
+    return {**env, SUPERVISOR_ENV: str(os.getpid()), **extra}
 
 
 def worker_index() -> int | None:

@@ -214,6 +214,33 @@ class TableSchema:
         """The table-name suffix that says which signal the table holds, e.g. ``_otel_logs``."""
         return self.name_template.rsplit(">", 1)[-1]
 
+    @property
+    def kind(self) -> str:
+        """The short name of what the table holds (``logs``, ``metrics``, ``usage``…), as
+        ``--retention`` names it."""
+        return self.suffix.removeprefix("_").removeprefix("otel_")
+
+    @functools.cached_property
+    def time_columns(self) -> tuple[str, ...]:
+        """Where a row's time is, in order of preference: a row's time is the first of these
+        that is set and not 0 (OTLP's "unknown"). The top-level ``…time_unix_nano`` columns in
+        DDL order (a log's event time, then its observed time; a span's start; a proxy call's
+        request time), else the ``time_unix_nano`` of each struct (a metric's data point, in
+        whichever of gauge, sum, histogram… the row uses). Dotted paths."""
+        top = [c.name for c in self.columns if c.name.endswith("time_unix_nano")]
+        if top:
+            return tuple(top)
+        nested = tuple(
+            f"{c.name}.{f.name}"
+            for c in self.columns
+            if isinstance(c.type, Struct)
+            for f in c.type.fields
+            if f.name == "time_unix_nano"
+        )
+        if not nested:
+            raise ValueError(f"{self.name_template}: no time column in the DDL")
+        return nested
+
     @functools.cached_property
     def arrow(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, to_arrow(c.type)) for c in self.columns])

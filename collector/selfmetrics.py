@@ -36,15 +36,22 @@ class SelfMetrics:
     def value(self, name: str, **labels: str) -> float:
         return self._counters[name].get(tuple(sorted(labels.items())), 0.0)
 
-    def render(self, gauges: dict[str, tuple[str, float]]) -> str:
+    def render(
+        self,
+        gauges: dict[str, tuple[str, float]],
+        counters: dict[str, tuple[str, float]] | None = None,
+    ) -> str:
+        """Our counters, then ``counters`` kept elsewhere (the maintainers' totals), then
+        ``gauges``; each as ``name: (help, value)``."""
         lines = []
         for name in sorted(set(_HELP) | set(self._counters)):
             lines.append(f"# HELP {name} {_HELP.get(name, name)}")
             lines.append(f"# TYPE {name} counter")
             for labels, value in sorted(self._counters.get(name, {}).items()):
                 lines.append(f"{name}{_labels(labels)} {value:g}")
-        for name, (help_text, value) in sorted(gauges.items()):
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} gauge")
-            lines.append(f"{name} {value:g}")
+        for kind, values in (("counter", counters or {}), ("gauge", gauges)):
+            for name, (help_text, value) in sorted(values.items()):
+                lines.append(f"# HELP {name} {help_text}")
+                lines.append(f"# TYPE {name} {kind}")
+                lines.append(f"{name} {value:g}")
         return "\n".join(lines) + "\n"

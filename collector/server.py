@@ -19,6 +19,7 @@ from collector.buffer import Buffers, FlushPolicy
 from collector.config import Config, HostPort
 from collector.flatten import Limits
 from collector.hoststate import REPORT_INTERVAL, HostState
+from collector.maintenance.background import MaintenanceProcess
 from collector.pipeline import Pipeline
 from collector.proxy import install_proxy
 from collector.receivers.grpc import build_server
@@ -79,6 +80,11 @@ class Collector:
             worker=worker,
         )
         self._reporter: asyncio.Task[None] | None = None
+        # The first worker of each serve starts the maintenance process; the tables' leases
+        # share the work out among all the maintainers of the warehouse.
+        self.maintenance = (
+            MaintenanceProcess(config) if config.maintenance and worker == 0 else None
+        )
         self._http: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
         self.http_address: HostPort | None = None
@@ -108,10 +114,13 @@ class Collector:
                 self.wal.host.remember(WriteAheadLog.scan(sibling, horizon))
 
     async def _report(self) -> None:
-        """Tell the other workers how this one is, for their /readyz."""
+        """Tell the other workers how this one is, for their /readyz (and keep the maintenance
+        process running)."""
         self.host.withdraw(self.config.workers, and_above=True)  # left by a larger --workers
         while True:
             self.host.report(self.worker, os.getpid(), self.pipeline.own_health()[1])
+            if self.maintenance is not None:
+                self.maintenance.check()
             await asyncio.sleep(REPORT_INTERVAL)
 
     async def start(self) -> None:
@@ -123,6 +132,8 @@ class Collector:
         self._reporter = asyncio.create_task(self._report(), name="worker-report")
         self.buffers.start()
         self.buffers.flush_soon()
+        if self.maintenance is not None:
+            self.maintenance.start()
         if self.config.http is not None:
             app = build_app(self.pipeline, self.config.max_request_bytes, self.config.read_timeout)
             if self.config.proxy_config is not None:
@@ -201,6 +212,8 @@ class Collector:
             await self._grpc.stop(grace=5)
         if self._http is not None:
             await self._http.cleanup()
+        if self.maintenance is not None:
+            await asyncio.to_thread(self.maintenance.stop)
         flushed = await self.buffers.close(self.config.shutdown_timeout)
         if self.wal is not None:
             self.wal.close()

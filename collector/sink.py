@@ -31,7 +31,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import structlog
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import (
+    CommitProperties,
+    DeltaTable,
+    PostCommitHookProperties,
+    Transaction,
+    write_deltalake,
+)
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
@@ -39,7 +45,7 @@ from collector.filestats import INDEXED_COLUMNS_PROPERTY, file_stats, primitive_
 from collector.schema import TableSchema, schema_for_table
 from collector.tables import TableName
 
-__all__ = ["DeltaSink", "IdentityConflict"]
+__all__ = ["COMMIT_HOOKS", "DeltaSink", "IdentityConflict"]
 
 log = structlog.get_logger("collector.sink")
 
@@ -51,6 +57,11 @@ _BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 5.0
 _SAME_APP_ID = (
     "Concurrent transaction failed"  # delta-rs's CommitConflictError::ConcurrentTransaction
 )
+
+
+# After a commit, a checkpoint every delta.checkpointInterval commits (100) as delta-rs does,
+# but no log clean-up: that lists the whole _delta_log, on every commit; maintenance does it.
+COMMIT_HOOKS = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 
 class IdentityConflict(Exception):
@@ -128,12 +139,18 @@ class DeltaSink:
 
         Returns the table version created, or None when every batch was already stored.
         """
-        if table not in self._tables:  # rows replayed from the WAL after a restart
-            self.ensure(table, schema_for_table(table.table))
-        dt = self._tables[table]
+        try:
+            dt, done = self._opened(table)
+        except IdentityConflict:
+            raise
+        except Exception:
+            # A snapshot held for long still refers to the log files it was loaded from, which
+            # maintenance removes once they expire: the table opened afresh reads without them.
+            self._forget(table)
+            dt, done = self._opened(table)
         properties = CommitProperties(max_commit_retries=_DELTA_COMMIT_RETRIES)
         if self.app_id is not None:
-            entries = [e for e in entries if e[0] > self._stored(table, dt)]
+            entries = [e for e in entries if e[0] > done]
             if not entries:
                 return None
             properties = CommitProperties(
@@ -146,14 +163,31 @@ class DeltaSink:
 
             def commit() -> None:
                 dt.create_write_transaction(
-                    [add], mode="append", schema=dt.schema(), commit_properties=properties
+                    [add],
+                    mode="append",
+                    schema=dt.schema(),
+                    commit_properties=properties,
+                    post_commithook_properties=COMMIT_HOOKS,
                 )
         else:
 
             def commit() -> None:
-                write_deltalake(dt, data, mode="append", commit_properties=properties)
+                write_deltalake(
+                    dt,
+                    data,
+                    mode="append",
+                    commit_properties=properties,
+                    post_commithook_properties=COMMIT_HOOKS,
+                )
 
         return self._commit(table, dt, commit, entries[-1][0])
+
+    def _opened(self, table: TableName) -> tuple[DeltaTable, int]:
+        """The table (opened, from the DDL if need be) and what it holds from us."""
+        if table not in self._tables:  # rows replayed from the WAL after a restart
+            self.ensure(table, schema_for_table(table.table))
+        dt = self._tables[table]
+        return dt, self._stored(table, dt) if self.app_id is not None else 0
 
     def _stored(self, table: TableName, dt: DeltaTable) -> int:
         """The highest sequence number the table holds from us (its txn version)."""

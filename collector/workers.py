@@ -3,7 +3,7 @@
 Each worker is a full collector with its own buffers, WAL (``<wal-dir>/worker-<i>``) and so its
 own Delta transaction identity; Delta's blind appends from several writers do not conflict.
 The supervisor starts them as fresh interpreters (never by forking: delta-rs's runtime does not
-survive a fork), forwards SIGTERM / SIGINT, and restarts a worker that dies.
+survive a fork), stops them on SIGTERM / SIGINT, and restarts a worker that dies.
 
 A worker dies with its supervisor (:mod:`collector.process` ties it before its heavy imports),
 so a killed supervisor leaves no orphan behind to hold a WAL that the next supervisor's worker
@@ -15,7 +15,6 @@ stops the others and exits with that code.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -47,8 +46,13 @@ def supervise(argv: Sequence[str], workers: int) -> int:
     codes: dict[int, int] = {}
 
     def start(i: int) -> None:
-        env = {**os.environ, process.WORKER_ENV: str(i), process.SUPERVISOR_ENV: str(os.getpid())}
-        children[i] = subprocess.Popen([sys.executable, "-m", "collector", *argv], env=env)
+        env = process.child_env(**{process.WORKER_ENV: str(i)})
+        # A process group of its own: a Ctrl-C at the terminal reaches the supervisor alone,
+        # which stops the workers itself, rather than a worker still loading Python, which
+        # would die of it with an error (before it can catch anything).
+        children[i] = subprocess.Popen(
+            [sys.executable, "-m", "collector", *argv], env=env, process_group=0
+        )
 
     def stop_all(signum: int) -> None:
         for child in children.values():
@@ -58,7 +62,9 @@ def supervise(argv: Sequence[str], workers: int) -> int:
     def forward(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
-        stop_all(signum)
+        # SIGTERM whatever came: a worker that has not set up its handlers yet dies of it
+        # quietly (a clean stop: it acknowledged nothing yet), where SIGINT makes an error.
+        stop_all(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import Config, ConfigError, HostPort, parse_size
+from collector.config import Config, ConfigError, HostPort, parse_duration, parse_size
 
 MiB = 1024 * 1024
 
@@ -173,6 +173,14 @@ def test_setting_names() -> None:
         "read_timeout",
         "max_header_bytes",
         "workers",
+        "maintenance",
+        "target_file_size",
+        "compact_min_age",
+        "log_retention",
+        "vacuum_retention",
+        "retention",
+        "maintenance_interval",
+        "maintenance_lease",
         "proxy_config",
         "log_format",
         "log_level",
@@ -424,3 +432,64 @@ def test_toml_float_for_integer_setting(tmp_path: Path) -> None:
 def test_flush_interval_nan_is_refused() -> None:
     with pytest.raises(ConfigError):
         Config.load({"flush_interval": "nan"})
+
+
+# --- maintenance settings --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("300", 300.0), (90, 90.0), ("90s", 90.0), ("5m", 300.0), ("1h", 3600.0), ("1.5h", 5400.0),
+     ("90d", 90 * 86400.0), ("2w", 14 * 86400.0), (" 7D ", 7 * 86400.0)],
+)  # fmt: skip
+def test_parse_duration(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5 minutes", "-1h", "h", "1y"])
+def test_parse_duration_invalid(text: str) -> None:
+    with pytest.raises(ConfigError, match="is not a duration"):
+        parse_duration(text)
+
+
+def test_retention_per_table_kind() -> None:
+    config = Config.load({"retention": "logs=90d, metrics=400d,usage=30d"})
+    assert dict(config.retention) == {
+        "logs": 90 * 86400,
+        "metrics": 400 * 86400,
+        "usage": 30 * 86400,
+    }
+    assert Config.load().retention == ()
+
+
+def test_retention_from_a_toml_table(tmp_path: Path) -> None:
+    file = toml(tmp_path, "[retention]\nlogs = '90d'\ninference = '14d'\n")
+    assert dict(Config.load(file=file).retention) == {"logs": 90 * 86400, "inference": 14 * 86400}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "traces=9d",
+            "--retention: unknown table kind 'traces' in --retention: one of inference, logs, metrics, spans, usage",
+        ),
+        ("logs", "--retention: 'logs' is not KIND=DURATION (e.g. logs=90d)"),
+        ("logs=30m", "--retention: --retention logs=30m: less than one hour is refused"),
+        ("logs=soon", "--retention: 'soon' is not a duration (e.g. 300, 90s, 5m, 1h, 90d)"),
+    ],
+)
+def test_retention_invalid(value: str, message: str) -> None:
+    assert config_error(flags={"retention": value}) == message
+
+
+def test_vacuum_retention_under_an_hour_is_refused() -> None:
+    config = Config.load({"vacuum_retention": "30m"})
+    with pytest.raises(ConfigError, match="--vacuum-retention under one hour is refused"):
+        config.check()
+    Config.load({"vacuum_retention": "1h"}).check()
+
+
+def test_maintenance_can_be_turned_off() -> None:
+    assert Config.load({"maintenance": "off"}).maintenance is False
+    assert Config.load().maintenance is True

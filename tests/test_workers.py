@@ -90,22 +90,28 @@ def test_two_workers_share_the_port_and_the_table(tmp_path: Path) -> None:
 
 
 def _workers_of(supervisor: int) -> list[int]:
-    """Live processes started as workers of ``supervisor`` (found by their environment, so that
-    a worker whose supervisor died, and which is now the child of init, is found too)."""
-    marker = f"COLLECTOR_SUPERVISOR_PID={supervisor}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+    """Live processes started by ``supervisor``, and by those (worker 0's maintenance process),
+    found by their environment, so that one whose parent died, and which is now the child of
+    init, is found too."""
+    parents = {f"COLLECTOR_SUPERVISOR_PID={supervisor}".encode()}
+    found: list[int] = []
+    while True:
+        more = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) in found:
                 continue
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            found.append(int(entry.name))
-    return found
+            try:
+                if not parents & set((entry / "environ").read_bytes().split(b"\0")):
+                    continue
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                more.append(int(entry.name))
+        if not more:
+            return found
+        found += more
+        parents = {f"COLLECTOR_SUPERVISOR_PID={pid}".encode() for pid in more}
 
 
 def _orphans(supervisor: int, timeout: float = 10.0) -> list[int]:
@@ -136,12 +142,24 @@ def test_no_kill_of_the_supervisor_leaves_a_worker_behind(tmp_path: Path) -> Non
     assert len(read_both(again.table_path(TABLE))) == 8
 
 
+def _catches_stop_signals(pid: int) -> bool:
+    """Whether the process has handlers for SIGTERM and SIGINT (before them, in its first
+    milliseconds, Python itself cannot help dying of either)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            caught = int(line.split()[1], 16)
+            return all(caught >> (s - 1) & 1 for s in (signal.SIGTERM, signal.SIGINT))
+    return False
+
+
 def test_a_stop_while_starting_stops_everything_and_exits_0(tmp_path: Path) -> None:
     ports = (free_port(), free_port())
     rnd = random.Random(13)
     for sig in [signal.SIGTERM, signal.SIGINT] * 4:
         proc = CollectorProcess(tmp_path / "wh", "--workers", "2", ports=ports, wait=False)
-        time.sleep(rnd.uniform(0.0, 2.5))
+        while not _catches_stop_signals(proc.proc.pid):
+            time.sleep(0.001)
+        time.sleep(rnd.uniform(0.0, 2.5))  # from the supervisor's imports to serving
         assert proc.stop(sig) == 0, proc.logs()[-2000:]
         assert not _orphans(proc.proc.pid)
 

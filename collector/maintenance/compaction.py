@@ -138,8 +138,9 @@ def compact(
             post_commithook_properties=COMMIT_HOOKS,
         )
     except BaseException:
+        # A commit can be durable and still raise (its checkpoint, say): then it is done.
         dt.update_incremental()
-        if not {a.path for a in adds} <= active_paths(dt):
+        if not adds or not {a.path for a in adds} <= active_paths(dt):
             for a in adds:  # never committed: nothing refers to them
                 (location / a.path).unlink(missing_ok=True)
             raise

@@ -175,6 +175,11 @@ class Pipeline:
         """Whether requests can be accepted now, and the state behind the answer (/readyz):
         this worker's, and what the other workers on the host last reported of theirs."""
         ready, body = self.own_health()
+        # Read here, on /readyz, not in the reports workers publish every second.
+        maintained = maintenance_status(self.sink.warehouse)
+        if maintained:  # by whichever maintainer (serve's, cron's, a replica's)
+            body["maintenance"] = {t: {k: v for k, v in r.items() if k != "totals"}
+                                   for t, r in maintained.items()}  # fmt: skip
         if self.host is None:
             return ready, body
         problems: list[str] = body["problems"]  # type: ignore[assignment]
@@ -231,10 +236,6 @@ class Pipeline:
             "durability": "wal" if self.wal is not None else "none",
             "tables": tables,
         }
-        maintained = maintenance_status(self.sink.warehouse)
-        if maintained:  # by whichever maintainer (serve's, cron's, a replica's)
-            body["maintenance"] = {t: {k: v for k, v in r.items() if k != "totals"}
-                                   for t, r in maintained.items()}  # fmt: skip
         return not problems, body
 
     def render_metrics(self) -> str:

@@ -48,7 +48,7 @@ class Collector:
             WriteAheadLog(
                 wal_dir,
                 dedup_window=config.dedup_window,
-                host=self.host if config.dedup_window else None,
+                host=self.host,
             )
             if config.durability == "wal"
             else None

@@ -45,7 +45,7 @@ from collector.filestats import INDEXED_COLUMNS_PROPERTY, file_stats, primitive_
 from collector.schema import TableSchema, schema_for_table
 from collector.tables import TableName
 
-__all__ = ["COMMIT_HOOKS", "DeltaSink", "IdentityConflict"]
+__all__ = ["COMMIT_HOOKS", "DeltaSink", "IdentityConflict", "commit_properties"]
 
 log = structlog.get_logger("collector.sink")
 
@@ -62,6 +62,13 @@ _SAME_APP_ID = (
 # After a commit, a checkpoint every delta.checkpointInterval commits (100) as delta-rs does,
 # but no log clean-up: that lists the whole _delta_log, on every commit; maintenance does it.
 COMMIT_HOOKS = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+
+
+def commit_properties(app_id: str | None, version: int) -> CommitProperties:
+    """A commit's properties: delta-rs's own conflict retries raised for busy tables, and the
+    application transaction (``txn``) that makes it exactly once, when there is an app id."""
+    txns = [Transaction(app_id=app_id, version=version)] if app_id is not None else None
+    return CommitProperties(max_commit_retries=_DELTA_COMMIT_RETRIES, app_transactions=txns)
 
 
 class IdentityConflict(Exception):
@@ -148,15 +155,11 @@ class DeltaSink:
             # maintenance removes once they expire: the table opened afresh reads without them.
             self._forget(table)
             dt, done = self._opened(table)
-        properties = CommitProperties(max_commit_retries=_DELTA_COMMIT_RETRIES)
         if self.app_id is not None:
             entries = [e for e in entries if e[0] > done]
             if not entries:
                 return None
-            properties = CommitProperties(
-                max_commit_retries=_DELTA_COMMIT_RETRIES,
-                app_transactions=[Transaction(app_id=self.app_id, version=entries[-1][0])],
-            )
+        properties = commit_properties(self.app_id, entries[-1][0])
         data = pa.Table.from_batches([batch for _, batch in entries])
         if _plain_appends(dt):
             add = self._write_file(self.location(table), dt, data)

@@ -107,7 +107,9 @@ class WriteAheadLog:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.dedup_window = dedup_window
-        self.host = host  # the retry index shared with the other workers, if any
+        # The retry index shared with the other workers; it holds digests, which exist only
+        # with dedup on.
+        self.host = host if dedup_window else None
         directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock(directory / "lock", lock_timeout)
         self.instance_id = self._instance_id()
@@ -268,7 +270,7 @@ class WriteAheadLog:
         self._written_lsn = lsn
         segment = self._segments[-1]
         self._note(segment, lsn, table, digest, now, segment.size + _FRAME.size + size)
-        if self.host is not None and self.dedup_window:
+        if self.host is not None:
             # Now, not once durable: the record is in the page cache, which a crash of this
             # process does not lose, so from here a retry on another worker must be known.
             self.host.remember([(digest, now)])

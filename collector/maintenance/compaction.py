@@ -18,6 +18,7 @@ and fails the other, so rows are never rewritten twice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -30,12 +31,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, Transaction
+from deltalake import CommitProperties, DeltaTable
 from deltalake.transaction import AddAction, RemoveAction
 
 from collector.filestats import INDEXED_COLUMNS_PROPERTY, file_stats, merge_stats, primitive_columns
 from collector.schema import TableSchema
-from collector.sink import COMMIT_HOOKS
+from collector.sink import COMMIT_HOOKS, commit_properties
 
 __all__ = [
     "MAINTENANCE_APP_ID",
@@ -67,15 +68,13 @@ class Compaction:
 class _File:
     path: str
     size: int
-    first: int  # earliest row time in it (ns), for the merge order
+    first: int = 0  # earliest row time in it (ns), for the merge order; read when needed
 
 
 def maintenance_commit(dt: DeltaTable) -> CommitProperties:
     """Commit properties of a rewrite: the maintenance txn, one version above the table's."""
-    version = (dt.transaction_version(MAINTENANCE_APP_ID) or 0) + 1
-    return CommitProperties(
-        max_commit_retries=50,
-        app_transactions=[Transaction(app_id=MAINTENANCE_APP_ID, version=version)],
+    return commit_properties(
+        MAINTENANCE_APP_ID, (dt.transaction_version(MAINTENANCE_APP_ID) or 0) + 1
     )
 
 
@@ -114,7 +113,11 @@ def compact(
     ``still_ours`` raises if this maintainer should not commit any more (a lost lease).
     """
     properties = maintenance_commit(dt)  # on the snapshot the candidates come from
-    groups = _groups(_candidates(dt, location, schema, target_size, min_age), target_size)
+    groups = _groups(
+        _candidates(dt, target_size, min_age),
+        target_size,
+        lambda f: _first_time(location / f.path, schema),
+    )
     if not groups:
         return None
     indexed = int(dt.metadata().configuration.get(INDEXED_COLUMNS_PROPERTY) or 32)
@@ -155,41 +158,49 @@ def compact(
     )
 
 
-def _candidates(
-    dt: DeltaTable, location: Path, schema: TableSchema, target_size: int, min_age: float
-) -> list[_File]:
+def _candidates(dt: DeltaTable, target_size: int, min_age: float) -> list[_File]:
+    """The files small enough (under half the target) and old enough to be rewritten."""
     actions = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
     cutoff = (time.time() - min_age) * 1000
-    files = []
-    for path, size, modified in zip(
-        actions["path"], actions["size_bytes"], actions["modification_time"], strict=True
-    ):
-        if size < target_size and modified <= cutoff:
-            times = row_times(_read(location / path, schema, times_only=True), schema.time_columns)
-            first = pc.min(times).as_py()
-            files.append(_File(path, size, first if first is not None else 0))
-    return sorted(files, key=lambda f: f.first)
+    return [
+        _File(path, size)
+        for path, size, modified in zip(
+            actions["path"], actions["size_bytes"], actions["modification_time"], strict=True
+        )
+        if size * 2 < target_size and modified <= cutoff
+    ]
 
 
-def _groups(files: list[_File], target_size: int) -> list[list[_File]]:
+def _first_time(path: Path, schema: TableSchema) -> int:
+    times = row_times(_read(path, schema, times_only=True), schema.time_columns)
+    first = pc.min(times).as_py()
+    return first if first is not None else 0
+
+
+def _groups(
+    files: list[_File], target_size: int, first_time: Callable[[_File], int]
+) -> list[list[_File]]:
     """What to rewrite: files of one size tier, once it holds ``_FANOUT`` of them, packed in time
     order up to the target size. Rewriting a growing file with every few new ones would rewrite
     each row hundreds of times on a quiet table; tiers rewrite it about once per tier (four
-    between a flush of 32 KiB and the target), while no tier keeps more than a few files."""
+    between a flush of 32 KiB and the target), while no tier keeps more than a few files. Only
+    the files of such tiers are read, for their earliest row time."""
     tiers: dict[int, list[_File]] = {}
     base = max(target_size / _FANOUT**_TIERS, 1.0)
     for f in files:
-        if f.size * 2 < target_size:  # half the target or more: big enough, left alone
-            tier = max(0, int(math.log(max(f.size, 1) / base, _FANOUT)))
-            tiers.setdefault(tier, []).append(f)
+        tier = max(0, int(math.log(max(f.size, 1) / base, _FANOUT)))
+        tiers.setdefault(tier, []).append(f)
     groups: list[list[_File]] = []
     for tier in sorted(tiers):
-        members = tiers[tier]
-        if len(members) < _FANOUT:
+        if len(tiers[tier]) < _FANOUT:
             continue
+        members = sorted(
+            (dataclasses.replace(f, first=first_time(f)) for f in tiers[tier]),
+            key=lambda f: f.first,
+        )
         current: list[_File] = []
         size = 0
-        for f in members:  # in time order
+        for f in members:
             if current and size + f.size > target_size:
                 groups.append(current)
                 current, size = [], 0

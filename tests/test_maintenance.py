@@ -128,7 +128,11 @@ def test_a_pass_leaves_exactly_the_same_rows_in_one_time_ordered_file(tmp_path: 
     dt = DeltaTable(str(location))
     checkpoint = json.loads((location / "_delta_log" / "_last_checkpoint").read_text())
     assert checkpoint["version"] == dt.version()
-    assert dt.metadata().configuration == {"otel.schemaVersion": "v1"}
+    # The DDL's properties, and tombstones kept for an hour (vacuum has its own ledger).
+    assert dt.metadata().configuration == {
+        "otel.schemaVersion": "v1",
+        "delta.deletedFileRetentionDuration": "interval 1 hours",
+    }
     # The sink goes on appending to the compacted table.
     sink.append(LOGS, [(10_000, logs_batch(1, 10**15))])
     assert sum(canonical(read_both(location)).values()) == sum(before.values()) + 8
@@ -215,6 +219,10 @@ def test_vacuum_keeps_what_time_travel_needs_and_removes_what_nothing_does(tmp_p
     location = sink.location(LOGS)
     before_version = DeltaTable(str(location)).version()
     before = canonical(read_both(location))
+    # The appends were written a month ago: their age says nothing of when they leave the table.
+    month_ago = time.time() - 30 * 86400
+    for path in DeltaTable(str(location)).file_uris():
+        os.utime(path, (month_ago, month_ago))
     # A file a crashed writer left behind two hours ago, and one a writer is committing now.
     old_orphan = location / "part-00000-orphan-old.snappy.parquet"
     new_orphan = location / "part-00000-orphan-new.snappy.parquet"
@@ -222,18 +230,35 @@ def test_vacuum_keeps_what_time_travel_needs_and_removes_what_nothing_does(tmp_p
         pq.write_table(pa.Table.from_batches([logs_batch(1)]), orphan)
     two_hours_ago = time.time() - 7200
     os.utime(old_orphan, (two_hours_ago, two_hours_ago))
+    day = 86400.0
+    policy = MaintenancePolicy(compact_min_age=0, vacuum_retention=day)
 
-    policy = MaintenancePolicy(compact_min_age=0, vacuum_retention=3600)
-    (report,) = Maintainer(tmp_path, policy).run_once()
-    assert report.files_after == 1
-    assert not old_orphan.exists()
-    assert new_orphan.exists()  # younger than the retention: a writer may still commit it
+    def maintained(at: float) -> None:
+        (report,) = Maintainer(tmp_path, policy, clock=lambda: at).run_once()
+        assert report.error is None, report.error
+
+    now = time.time()
+    maintained(now)  # compacts the 20 files away
     dt = DeltaTable(str(location))
-    assert all(Path(u).exists() for u in dt.file_uris())
-    # The compacted-away files were removed just now: time travel before the compaction reads.
+    assert len(dt.file_uris()) == 1
+    # The compacted-away files left the table just now: time travel before the compaction reads.
     old = DeltaTable(str(location), version=before_version)
     assert len(old.file_uris()) == 20 and all(Path(u).exists() for u in old.file_uris())
     assert old.to_pyarrow_table().num_rows == sum(before.values())
+    assert old_orphan.exists() and new_orphan.exists()
+
+    maintained(now + day - 60)  # everything still within the retention of when it went
+    assert all(Path(u).exists() for u in old.file_uris()) and old_orphan.exists()
+
+    maintained(now + day + 1)
+    assert not old_orphan.exists()
+    assert not any(Path(u).exists() for u in old.file_uris())
+    # Found out of the table only by the pass before: a writer might have been committing it.
+    assert new_orphan.exists()
+    assert all(Path(u).exists() for u in DeltaTable(str(location)).file_uris())
+    assert canonical(read_both(location)) == before
+    maintained(now + 2 * day)
+    assert not new_orphan.exists()
     assert canonical(read_both(location)) == before
 
 
@@ -271,7 +296,11 @@ def test_expired_log_files_go_and_the_table_still_reads(tmp_path: Path) -> None:
     (report,) = Maintainer(tmp_path, MaintenancePolicy(compact_min_age=0)).run_once()
     assert report.log_files_removed >= 200
     versions = sorted(int(f.name[:20]) for f in log_dir.glob("*.json"))
-    assert versions[0] >= 200  # only from the newest checkpoint on
+    # From the newest checkpoint that reads the first version written within the retention
+    # (the maintainer's first, which sets the tombstone retention) on.
+    first_recent = 251
+    checkpoints = [int(f.name[:20]) for f in log_dir.glob("*.checkpoint.parquet")]
+    assert versions[0] == max(c for c in checkpoints if c <= first_recent) >= 190
     assert canonical(read_both(location)) == before
     sink.append(LOGS, [(1000, logs_batch(1, 10**15))])
     assert sum(canonical(read_both(location)).values()) == sum(before.values()) + 8

@@ -10,7 +10,6 @@ table's lease (:mod:`.lease`) makes one of them do a given table at a time.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import uuid
@@ -27,8 +26,9 @@ from deltalake import DeltaTable
 from collector.maintenance.compaction import Compaction, compact, maintenance_commit
 from collector.maintenance.lease import Lease, LeaseLost
 from collector.maintenance.logcleanup import expired_log_files
+from collector.maintenance.vacuum import TOMBSTONE_PROPERTY, TOMBSTONE_RETENTION, vacuum
 from collector.schema import TableSchema, schema_for_table
-from collector.sink import COMMIT_HOOKS
+from collector.sink import CHECKPOINT_INTERVAL, COMMIT_HOOKS
 from collector.tables import InvalidTableName, TableName
 
 __all__ = ["Maintainer", "MaintenancePolicy", "TableReport", "maintenance_status"]
@@ -42,7 +42,7 @@ MiB = 1024 * 1024
 class MaintenancePolicy:
     target_file_size: int = 128 * MiB
     compact_min_age: float = 60.0
-    log_retention: float = 3600.0
+    log_retention: float = 1800.0
     vacuum_retention: float = 7 * 86400.0
     retention: Mapping[str, float] = field(default_factory=dict)  # table kind → seconds
     interval: float = 60.0
@@ -101,11 +101,15 @@ class Maintainer:
         policy: MaintenancePolicy,
         *,
         owner: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.warehouse = Path(warehouse).resolve()
         self.policy = policy
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # The wall time that retention, vacuum and log clean-up measure ages by.
+        self.clock = clock
         self.leases = self.warehouse / "_maintenance" / "leases"
+        self.ledgers = self.warehouse / "_maintenance" / "vacuum"
         self._hourly_done: dict[TableName, float] = {}
 
     def tables(self) -> list[TableName]:
@@ -169,11 +173,22 @@ class Maintainer:
     ) -> None:
         schema = schema_for_table(table.table)
         policy = self.policy
-        hourly = time.time() - self._hourly_done.get(table, 0.0) >= policy.hourly
+        now = self.clock()
+        hourly = now - self._hourly_done.get(table, -float("inf")) >= policy.hourly
+        if TOMBSTONE_PROPERTY not in dt.metadata().configuration:
+            # Vacuum keeps its own ledger (see .vacuum): tombstones need not outlive an hour,
+            # and every checkpoint, so every reader, would otherwise carry days of them.
+            lease.check()
+            dt.alter.set_table_properties(
+                {TOMBSTONE_PROPERTY: TOMBSTONE_RETENTION},
+                commit_properties=maintenance_commit(dt),
+                post_commithook_properties=COMMIT_HOOKS,
+            )
+            self._action(table, "tombstone retention set", value=TOMBSTONE_RETENTION)
         limit = policy.retention.get(schema.kind)
         if limit is not None and hourly:
             lease.check()
-            report.rows_deleted = self._apply_retention(table, dt, schema, time.time() - limit)
+            report.rows_deleted = self._apply_retention(table, dt, schema, now - limit)
         lease.check()
         report.compaction = compact(
             dt,
@@ -196,25 +211,21 @@ class Maintainer:
                 bytes_added=c.bytes_added,
                 version=c.version,
             )
-        if report.compaction is not None or _commits_since_checkpoint(location, dt) >= 100:
+        if (
+            report.compaction is not None
+            or _commits_since_checkpoint(location, dt) >= CHECKPOINT_INTERVAL
+        ):
             dt.create_checkpoint()  # opening the table reads it plus the commits after it
             self._action(table, "checkpoint", version=dt.version())
         if hourly:
             lease.check()
-            removed = dt.vacuum(
-                retention_hours=math.ceil(policy.vacuum_retention / 3600),
-                dry_run=False,
-                enforce_retention_duration=False,
-                # Files never committed too (a crash between a write and its commit): older
-                # than the retention (an hour at least), no writer still means to commit them.
-                full=True,
-                post_commithook_properties=COMMIT_HOOKS,
-            )
-            self._hourly_done[table] = time.time()
-            report.data_files_vacuumed = len(removed)
-            self._action(table, "vacuumed", files_removed=len(removed))
+            ledger = self.ledgers / f"{table}.json"
+            swept = vacuum(location, ledger, policy.vacuum_retention, now)
+            self._hourly_done[table] = now
+            report.data_files_vacuumed = swept.deleted
+            self._action(table, "vacuumed", files_removed=swept.deleted, waiting=swept.waiting)
         # Last: the snapshots loaded before it (ours too) refer to the log files it removes.
-        expired = expired_log_files(location / "_delta_log", time.time() - policy.log_retention)
+        expired = expired_log_files(location / "_delta_log", now - policy.log_retention)
         for path in expired:
             path.unlink(missing_ok=True)
         report.log_files_removed = len(expired)

@@ -89,21 +89,41 @@ def test_a_metadata_change_by_another_writer_does_not_fail_every_later_commit(
     assert observed(read_both(ours.location(TABLE))) == expected([1, 2, 3])
 
 
-def test_a_commit_that_raises_after_it_is_durable_is_not_stored_twice(tmp_path: Path) -> None:
-    """The post-commit hook (here, the checkpoint) fails after the commit file is written."""
+def test_a_commit_that_raises_after_it_is_durable_is_not_stored_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """delta-rs reports an error after the commit file is written, as a store whose answer to
+    the commit is lost does: the one fault injected here, at the library's boundary."""
     location = tmp_path / "main" / "agents" / "cc_otel_logs"
-    sink(tmp_path).append(TABLE, [(1, batch(1))])  # version 1
-    DeltaTable(str(location)).alter.set_table_properties({"delta.checkpointInterval": "4"})
-    # Version 3 is due a checkpoint ((3 + 1) % 4 == 0): a directory where it goes fails it.
-    (location / "_delta_log" / f"{3:020d}.checkpoint.parquet" / "x").mkdir(parents=True)
     ours = sink(tmp_path)
-    with structlog.testing.capture_logs() as logs:
-        assert ours.append(TABLE, [(2, batch(2)), (3, batch(3))]) == 3
+    ours.append(TABLE, [(1, batch(1))])
+    committed = DeltaTable.create_write_transaction
+
+    def lost_answer(self: DeltaTable, *args: object, **kwargs: object) -> None:
+        committed(self, *args, **kwargs)
+        raise OSError("connection reset by peer")
+
+    with monkeypatch.context() as patch, structlog.testing.capture_logs() as logs:
+        patch.setattr(DeltaTable, "create_write_transaction", lost_answer)
+        assert ours.append(TABLE, [(2, batch(2)), (3, batch(3))]) == 2
     assert [e["event"] for e in logs] == ["commit raised after it was stored"]
     # The WAL replays the same entries after a crash: they are skipped, not stored again.
     assert ours.append(TABLE, [(2, batch(2)), (3, batch(3))]) is None
-    assert ours.append(TABLE, [(4, batch(4))]) == 4
+    assert ours.append(TABLE, [(4, batch(4))]) == 3
     assert observed(read_both(location)) == expected([1, 2, 3, 4])
+
+
+def test_a_checkpoint_that_fails_fails_no_append(tmp_path: Path) -> None:
+    location = tmp_path / "main" / "agents" / "cc_otel_logs"
+    ours = sink(tmp_path)
+    # Version 10 is due a checkpoint: a directory where it goes fails it.
+    (location / "_delta_log" / f"{10:020d}.checkpoint.parquet" / "x").mkdir(parents=True)
+    with structlog.testing.capture_logs() as logs:
+        for n in range(1, 21):
+            assert ours.append(TABLE, [(n, batch(n))]) == n
+    assert [(e["event"], e["version"]) for e in logs] == [("checkpoint failed", 10)]
+    assert (location / "_delta_log" / f"{20:020d}.checkpoint.parquet").is_file()
+    assert observed(read_both(location)) == expected(range(1, 21))
 
 
 def test_a_second_writer_under_our_app_id_is_an_error_never_papered_over(tmp_path: Path) -> None:

@@ -7,14 +7,19 @@ transaction): 100 Claude Code ``api_request`` events whose ids, sequence numbers
 and durations vary per record, 5 simulated seconds after the previous flush. 20,000 appends are
 about 28 hours of one table's flushes, run as fast as the machine appends.
 
-With maintenance on, the maintenance process runs beside the appends, started as ``serve``
-starts it (``python -m collector maintain --background``, at nice 19). Its time-based settings are the defaults scaled by the same factor as the clock (the measured time
-of one append over the 5 s between flushes): a 60 s pass interval becomes 12 appends, the
-one-minute compaction age 12 appends, the 1 h log retention 720 appends.
+With maintenance on, a maintenance pass runs every 12 appends (the 60 s pass interval), between
+two appends: on the compressed clock a pass in a process of its own would get a five-hundredth
+of the time it has in real life, while the table it is to keep small grows as fast as the
+machine appends. The time-based settings are the defaults scaled by the same factor as the
+clock (the real time so far over the simulated time): the one-minute compaction age becomes 12
+appends, the 30 min log retention 360 appends, the hour a tombstone is kept and the hour
+between vacuums 720 appends.
 
 Every K appends (2,000) it prints the median time of the last 200 appends, DuckDB's and polars'
 ``count(*)`` and DuckDB counting one simulated hour of rows (each the fastest of three), and
-the table's data and log files.
+the table's data and log files; and the same for a table of 10 appends made there and then,
+with the ratios: this machine's speed drifts by more than the effects measured, and a ratio of
+two figures taken in one moment does not.
 """
 
 from __future__ import annotations
@@ -36,9 +41,10 @@ from deltalake import DeltaTable
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from benchmarks.workloads import CAPTURES
-from collector.config import Config
 from collector.flatten import flatten_logs
-from collector.maintenance.background import MaintenanceProcess
+from collector.log import configure_logging
+from collector.maintenance import Maintainer, MaintenancePolicy
+from collector.maintenance.vacuum import TOMBSTONE_PROPERTY
 from collector.sink import DeltaSink
 from collector.tables import TableName
 
@@ -47,6 +53,7 @@ TABLE = TableName("main", "bench", "cc_otel_logs")
 FLUSH_SECONDS = 5.0
 RECORDS = 100
 HOUR_NS = 3600 * 10**9
+PASS_EVERY = 12  # appends: the 60 s between maintenance passes
 
 
 class _Flushes:
@@ -107,13 +114,47 @@ def _timed(f, runs: int = 1) -> tuple[float, object]:  # type: ignore[no-untyped
     return best, value
 
 
-def _measure(location: Path, appends: list[float], start_ns: int, done: int) -> dict[str, float]:
+def _counts(con: duckdb.DuckDBPyConnection, location: Path) -> tuple[float, int, float, int]:
+    """DuckDB's and polars' ``count(*)``: (ms, rows) each, the fastest of three."""
+    duck_ms, duck_n = _timed(
+        lambda: con.execute("SELECT count(*) FROM delta_scan(?)", [str(location)]).fetchone(),
+        runs=3,
+    )
+    polars_ms, polars_n = _timed(
+        lambda: pl.scan_delta(str(location)).select(pl.len()).collect().item(), runs=3
+    )
+    return duck_ms, duck_n[0], polars_ms, polars_n  # type: ignore[index]
+
+
+def _reference(flushes: _Flushes) -> dict[str, float]:
+    """A table of 10 appends, made and measured now: what the long table is compared with, in
+    the same moment, so that the machine's own ups and downs cancel out of the ratios."""
+    warehouse = Path(tempfile.mkdtemp(prefix="longtable-reference-"))
+    try:
+        sink = DeltaSink(warehouse, app_id="reference")
+        sink.append(TABLE, [(1, flushes.batch(1))])  # creates the table: not an append's cost
+        times = []
+        for n in range(2, 11):
+            batch = flushes.batch(n)
+            times.append(_timed(lambda n=n, batch=batch: sink.append(TABLE, [(n, batch)]))[0])
+        con = _duckdb()
+        try:
+            duck_ms, _, polars_ms, _ = _counts(con, sink.location(TABLE))
+        finally:
+            con.close()
+        return {"append_ms": statistics.median(times), "duckdb_count_ms": duck_ms,
+                "polars_count_ms": polars_ms}  # fmt: skip
+    finally:
+        shutil.rmtree(warehouse, ignore_errors=True)
+
+
+def _measure(
+    location: Path, appends: list[float], flushes: _Flushes, done: int
+) -> dict[str, float]:
+    start_ns = flushes.start_ns
     con = _duckdb()
     try:
-        duck_ms, duck_n = _timed(
-            lambda: con.execute("SELECT count(*) FROM delta_scan(?)", [str(location)]).fetchone(),
-            runs=3,
-        )
+        duck_ms, duck_n, polars_ms, polars_n = _counts(con, location)
         # One simulated hour in the middle of what is there.
         low = start_ns + int(done * FLUSH_SECONDS * 1e9 / 2)
         hour_ms, _ = _timed(
@@ -125,10 +166,8 @@ def _measure(location: Path, appends: list[float], start_ns: int, done: int) -> 
         )
     finally:
         con.close()
-    polars_ms, polars_n = _timed(
-        lambda: pl.scan_delta(str(location)).select(pl.len()).collect().item(), runs=3
-    )
-    assert duck_n[0] == polars_n == done * RECORDS, (duck_n, polars_n)  # type: ignore[index]
+    assert duck_n == polars_n == done * RECORDS, (duck_n, polars_n)
+    reference = _reference(flushes)
     return {
         "appends": done,
         "append_ms": statistics.median(appends[-200:]),
@@ -137,6 +176,7 @@ def _measure(location: Path, appends: list[float], start_ns: int, done: int) -> 
         "duckdb_hour_ms": hour_ms,
         "data_files": len(DeltaTable(str(location)).file_uris()),
         "log_files": len(list((location / "_delta_log").iterdir())),
+        **{f"reference_{k}": v for k, v in reference.items()},
     }
 
 
@@ -145,40 +185,58 @@ def run(mode: str, total: int, every: int, flushes: _Flushes) -> list[dict]:
     sink = DeltaSink(warehouse, app_id="bench")
     location = sink.location(TABLE)
     appends: list[float] = []
+    passes: list[float] = []
     rows = []
-    maintenance: MaintenanceProcess | None = None
+    maintainer: Maintainer | None = None
+    began = time.perf_counter()
     try:
         for n in range(1, total + 1):
             batch = flushes.batch(n)
             ms, _ = _timed(lambda n=n, batch=batch: sink.append(TABLE, [(n, batch)]))
             appends.append(ms)
-            if n == 50 and mode == "on":
-                scale = statistics.median(appends) / 1000 / FLUSH_SECONDS
-                config = Config(
-                    warehouse=warehouse,
-                    compact_min_age=60 * scale,
-                    log_retention=3600 * scale,
-                    maintenance_interval=60 * scale,
-                    log_format="json",
-                    log_level="warning",
+            if mode == "on" and n >= 50 and n % PASS_EVERY == 0:
+                # Real seconds per simulated second so far, passes included.
+                scale = (time.perf_counter() - began) / (n * FLUSH_SECONDS)
+                if maintainer is None:
+                    # Tombstones expire by the table's clock, which is real time: scaled too.
+                    DeltaTable(str(location)).alter.set_table_properties(
+                        {TOMBSTONE_PROPERTY: f"interval {max(1, round(3600 * scale))} seconds"}
+                    )
+                    maintainer = Maintainer(warehouse, MaintenancePolicy())
+                maintainer.policy = MaintenancePolicy(
+                    compact_min_age=60 * scale, log_retention=1800 * scale, hourly=3600 * scale
                 )
-                maintenance = MaintenanceProcess(config)
-                maintenance.start()
+                pass_ms, (report,) = _timed(lambda m=maintainer: m.run_once([TABLE]))
+                assert report.error is None, report.error
+                passes.append(pass_ms)
             if n == 10 or n % every == 0:
-                row = {"mode": mode, **_measure(location, appends, flushes.start_ns, n)}
+                row = {"mode": mode, **_measure(location, appends, flushes, n)}
+                if passes:
+                    row["pass_ms_median"] = statistics.median(passes[-200:])
+                    row["pass_ms_max"] = max(passes[-200:])
                 rows.append(row)
                 print(
                     f"{mode:>3} {row['appends']:>6} appends: append {row['append_ms']:6.1f} ms, "
                     f"count(*) duckdb {row['duckdb_count_ms']:6.1f} ms polars "
                     f"{row['polars_count_ms']:6.1f} ms, 1 h query {row['duckdb_hour_ms']:6.1f} ms, "
-                    f"{row['data_files']:>6} data files, {row['log_files']:>6} log files",
+                    f"{row['data_files']:>6} data files, {row['log_files']:>6} log files; "
+                    f"vs a 10-append table now: append {_ratio(row, 'append_ms')}, duckdb "
+                    f"{_ratio(row, 'duckdb_count_ms')}, polars {_ratio(row, 'polars_count_ms')}"
+                    + (
+                        f", maintenance pass {row['pass_ms_median']:.0f} ms "
+                        f"(max {row['pass_ms_max']:.0f})"
+                        if passes
+                        else ""
+                    ),
                     flush=True,
                 )
     finally:
-        if maintenance is not None:
-            maintenance.stop()
         shutil.rmtree(warehouse, ignore_errors=True)
     return rows
+
+
+def _ratio(row: dict, key: str) -> str:
+    return f"{row[key] / row[f'reference_{key}']:.2f}x"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,18 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=None)
     parser.add_argument("--modes", default="on,off")
     args, _ = parser.parse_known_args(argv)  # make bench passes the ingest benchmark's flags too
+    configure_logging(level="warning")  # the maintainer's line per action, thousands of them
     total = args.appends or (2_000 if args.quick else 20_000)
     every = args.every or (500 if args.quick else 2_000)
     flushes = _Flushes(time.time_ns() - int(total * FLUSH_SECONDS * 1e9))
     results = {}
     for mode in args.modes.split(","):
         rows = run(mode, total, every, flushes)
-        first, last = rows[0], rows[-1]
+        last = rows[-1]
         print(
-            f"{mode}: after {last['appends']} appends vs 10: append "
-            f"{last['append_ms'] / first['append_ms']:.2f}x, count(*) duckdb "
-            f"{last['duckdb_count_ms'] / first['duckdb_count_ms']:.2f}x, polars "
-            f"{last['polars_count_ms'] / first['polars_count_ms']:.2f}x",
+            f"{mode}: after {last['appends']} appends, vs a table of 10 appends measured in the "
+            f"same moment: append {_ratio(last, 'append_ms')}, count(*) duckdb "
+            f"{_ratio(last, 'duckdb_count_ms')}, polars {_ratio(last, 'polars_count_ms')}",
             flush=True,
         )
         results[mode] = rows

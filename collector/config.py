@@ -304,7 +304,7 @@ class Config:
         "DURATION",
     )
     log_retention: float = _setting(
-        3600.0,
+        1800.0,
         _positive(parse_duration),
         "Delta log entries older than this are removed (every retained entry slows each "
         "commit a little); time travel reaches back this far",

@@ -7,11 +7,11 @@ transaction): 100 Claude Code ``api_request`` events whose ids, sequence numbers
 and durations vary per record, 5 simulated seconds after the previous flush. 20,000 appends are
 about 28 hours of one table's flushes, run as fast as the machine appends.
 
-With maintenance on, a maintenance pass runs every 12 appends (the 60 s pass interval), between
+With maintenance on, a maintenance pass runs every 6 appends (the 30 s pass interval), between
 two appends: on the compressed clock a pass in a process of its own would get a five-hundredth
 of the time it has in real life, while the table it is to keep small grows as fast as the
 machine appends. The time-based settings are the defaults scaled by the same factor as the
-clock (the real time so far over the simulated time): the one-minute compaction age becomes 12
+clock (the real time so far over the simulated time): the 30 s compaction age becomes 6
 appends, the 30 min log retention 360 appends, the hour a tombstone is kept and the hour
 between vacuums 720 appends.
 
@@ -25,6 +25,7 @@ two figures taken in one moment does not.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import shutil
@@ -53,7 +54,8 @@ TABLE = TableName("main", "bench", "cc_otel_logs")
 FLUSH_SECONDS = 5.0
 RECORDS = 100
 HOUR_NS = 3600 * 10**9
-PASS_EVERY = 12  # appends: the 60 s between maintenance passes
+DEFAULTS = MaintenancePolicy()
+PASS_EVERY = round(DEFAULTS.interval / FLUSH_SECONDS)  # appends between maintenance passes
 
 
 class _Flushes:
@@ -203,8 +205,11 @@ def run(mode: str, total: int, every: int, flushes: _Flushes) -> list[dict]:
                         {TOMBSTONE_PROPERTY: f"interval {max(1, round(3600 * scale))} seconds"}
                     )
                     maintainer = Maintainer(warehouse, MaintenancePolicy())
-                maintainer.policy = MaintenancePolicy(
-                    compact_min_age=60 * scale, log_retention=1800 * scale, hourly=3600 * scale
+                maintainer.policy = dataclasses.replace(
+                    DEFAULTS,
+                    compact_min_age=DEFAULTS.compact_min_age * scale,
+                    log_retention=DEFAULTS.log_retention * scale,
+                    hourly=DEFAULTS.hourly * scale,
                 )
                 pass_ms, (report,) = _timed(lambda m=maintainer: m.run_once([TABLE]))
                 assert report.error is None, report.error

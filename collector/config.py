@@ -298,7 +298,7 @@ class Config:
         "BYTES",
     )
     compact_min_age: float = _setting(
-        60.0,
+        30.0,
         _non_negative(parse_duration),
         "files younger than this are left alone by compaction",
         "DURATION",
@@ -325,7 +325,7 @@ class Config:
         "KIND=DURATION,…",
     )
     maintenance_interval: float = _setting(
-        60.0,
+        30.0,
         _positive(parse_duration),
         "time between maintenance passes over the tables",
         "DURATION",

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import structlog
 from deltalake import DeltaTable
 
+from collector.config import Config
 from collector.maintenance.compaction import Compaction, compact, maintenance_commit
 from collector.maintenance.lease import Lease, LeaseLost
 from collector.maintenance.logcleanup import expired_log_files
@@ -38,22 +39,25 @@ log = structlog.get_logger("collector.maintenance")
 MiB = 1024 * 1024
 
 
+_DEFAULTS = Config()  # the settings' defaults are the policy's
+
+
 @dataclass(frozen=True)
 class MaintenancePolicy:
-    target_file_size: int = 128 * MiB
-    compact_min_age: float = 60.0
-    log_retention: float = 1800.0
-    vacuum_retention: float = 7 * 86400.0
+    target_file_size: int = _DEFAULTS.target_file_size
+    compact_min_age: float = _DEFAULTS.compact_min_age
+    log_retention: float = _DEFAULTS.log_retention
+    vacuum_retention: float = _DEFAULTS.vacuum_retention
     retention: Mapping[str, float] = field(default_factory=dict)  # table kind → seconds
-    interval: float = 60.0
-    lease_ttl: float = 60.0
+    interval: float = _DEFAULTS.maintenance_interval
+    lease_ttl: float = _DEFAULTS.maintenance_lease
     memory: int = 256 * MiB  # rows a compaction may hold while it merges (see compaction.py)
     # Retention and vacuum read the whole table (vacuum lists every file): hourly, not on each
     # pass; the first pass of a maintainer does them at once.
     hourly: float = 3600.0
 
     @classmethod
-    def from_config(cls, config: Any) -> MaintenancePolicy:
+    def from_config(cls, config: Config) -> MaintenancePolicy:
         return cls(
             target_file_size=config.target_file_size,
             compact_min_age=config.compact_min_age,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import structlog
 
+from collector.redaction import redact_secrets
 from collector.tables import TableName
 
 __all__ = ["Buffers", "Entry", "FlushPolicy", "TableState"]
@@ -51,6 +52,7 @@ class TableState:
     last_error: str | None = None
     last_flush: float | None = None  # wall time of the last successful flush
     version: int | None = None
+    flushing_since: float | None = None  # wall time the running flush began, if one runs
 
 
 @dataclass
@@ -167,12 +169,14 @@ class Buffers:
             rows = sum(b.num_rows for _, b in entries)
             nbytes = sum(b.nbytes for _, b in entries)
             started = time.perf_counter()
+            buf.state.flushing_since = time.time()
             try:
                 version = await asyncio.to_thread(self._append, table, entries)
             except Exception as e:
+                buf.state.flushing_since = None
                 buf.put_back(entries, since)
                 buf.state.failures += 1
-                buf.state.last_error = str(e)
+                buf.state.last_error = redact_secrets(str(e))  # shown by /readyz
                 # Retry after 1, 2, 4… flush intervals, at most 30 s.
                 delay = min(self.policy.interval * 2.0 ** (buf.state.failures - 1), 30.0)
                 buf.retry_at = time.monotonic() + delay
@@ -184,6 +188,7 @@ class Buffers:
                     failures=buf.state.failures,
                 )
                 return False
+            buf.state.flushing_since = None
             self.held_bytes -= nbytes
             buf.state.rows -= rows
             buf.state.bytes -= nbytes

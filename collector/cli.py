@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
+import structlog
 
 from collector import process
 from collector.auth import TokensError, add_token
@@ -25,6 +28,8 @@ from collector.sink import DeltaSink
 from collector.tables import InvalidTableName, TableName, prefix_table
 from collector.wal import WalLocked
 from collector.workers import START_FAILED, supervise
+
+log = structlog.get_logger("collector")
 
 __all__ = ["main"]
 
@@ -42,17 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings")
     for f in Config.settings():
-        flag = "--" + f.name.replace("_", "-")
-        if f.metadata["metavar"] == "BOOL":
-            serve.add_argument(flag, dest=f.name, action="store_const", const=True,
-                               help=f.metadata["help"])  # fmt: skip
-        else:
-            serve.add_argument(
-                flag,
-                dest=f.name,
-                metavar=f.metadata["metavar"],
-                help=_help(f.metadata["help"], f.default),
-            )
+        _add_setting(serve, f)
     tables = commands.add_parser("tables", help="manage tables").add_subparsers(
         dest="tables_command", required=True
     )
@@ -60,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
         "create", help="create the _otel_metrics, _otel_logs and _otel_spans tables of a prefix"
     )
     create.add_argument("prefix", metavar="CATALOG.SCHEMA.PREFIX")
-    create.add_argument("--warehouse", type=Path, default=None, metavar="PATH")
+    create.add_argument("--warehouse", default=None, metavar="URI")
+    create.add_argument("--storage-option", dest="storage_option", action="append",
+                        metavar="KEY=VALUE", help="an object-store option (repeatable)")  # fmt: skip
     maintain = commands.add_parser(
         "maintain",
         help="compact, checkpoint, clean up, vacuum (and apply retention to) the tables",
@@ -80,12 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     for f in Config.settings():
         if f.name in MAINTENANCE_SETTINGS:
-            maintain.add_argument(
-                "--" + f.name.replace("_", "-"),
-                dest=f.name,
-                metavar=f.metadata["metavar"],
-                help=_help(f.metadata["help"], f.default),
-            )
+            _add_setting(maintain, f)
     tokens = commands.add_parser("tokens", help="manage access tokens").add_subparsers(
         dest="tokens_command", required=True
     )
@@ -116,7 +108,8 @@ def _maintain(args: argparse.Namespace) -> int:
     config = Config.load(flags, os.environ, args.config or os.environ.get(ENV_PREFIX + "CONFIG"))
     config.check()
     configure_logging(config.log_format, config.log_level)
-    maintainer = Maintainer(config.warehouse, MaintenancePolicy.from_config(config))
+    config.probe_warehouse()
+    maintainer = Maintainer(config.location, MaintenancePolicy.from_config(config))
     tables = [TableName.parse(t) for t in args.table] or None
     if args.background:
         os.nice(19)
@@ -144,6 +137,20 @@ def _maintain(args: argparse.Namespace) -> int:
         time.sleep(config.maintenance_interval)
 
 
+def _add_setting(parser: argparse.ArgumentParser, f: dataclasses.Field[Any]) -> None:
+    """The flag of a setting; one of KEY=VALUE pairs is given once per pair."""
+    metavar = f.metadata["metavar"]
+    if metavar == "BOOL":
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="store_const",
+                            const=True, help=f.metadata["help"])  # fmt: skip
+    elif metavar == "KEY=VALUE":
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="append",
+                            metavar=metavar, help=f.metadata["help"])  # fmt: skip
+    else:
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, metavar=metavar,
+                            help=_help(f.metadata["help"], f.default))  # fmt: skip
+
+
 def _help(text: str, default: object) -> str:
     if "default:" in text:
         return text
@@ -156,6 +163,10 @@ def _serve(args: argparse.Namespace) -> int:
     config = Config.load(flags, os.environ, config_file)
     config.check()
     configure_logging(config.log_format, config.log_level)
+    unreachable = config.probe_warehouse()
+    if unreachable:  # rows wait in the WAL until it can be written; /readyz says why
+        log.warning("warehouse unreachable at start", warehouse=str(config.location),
+                    error=unreachable)  # fmt: skip
     worker = process.worker_index()
     if worker is None and config.workers > 1:
         return supervise(sys.argv[1:], config.workers)
@@ -185,13 +196,15 @@ def _tokens_add(args: argparse.Namespace) -> int:
 
 
 def _tables_create(args: argparse.Namespace) -> int:
-    warehouse = args.warehouse or Config.load({}, os.environ).warehouse
-    sink = DeltaSink(warehouse)
+    flags = {"warehouse": args.warehouse, "storage_option": args.storage_option}
+    config = Config.load(flags, os.environ)
+    config.probe_warehouse()
+    sink = DeltaSink(config.location)
     for signal in SIGNALS:
         table = prefix_table(args.prefix, signal)
         created = sink.ensure(table, signal.schema)
         state = "created" if created else "exists, schema matches"
-        print(f"{table}: {state} at {sink.location(table)}")
+        print(f"{table}: {state} at {sink.uri(table)}")
     return 0
 
 

@@ -8,6 +8,7 @@ keys are generated from them, and a test holds the README's configuration table 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.schema import schemas_by_suffix
+from collector.storage import Warehouse
 from collector.tables import InvalidTableName, TableName
 
 __all__ = ["Config", "ConfigError", "HostPort", "parse_duration", "parse_size"]
@@ -105,6 +107,27 @@ def _retention(value: Any) -> tuple[tuple[str, float], ...]:
     return tuple(sorted(out.items()))
 
 
+def _storage_options(value: Any) -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` pairs: a flag given several times, a variable of lines or commas, or a TOML
+    table."""
+    if isinstance(value, dict):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        text = str(value)
+        # A variable holds one pair a line, or pairs split by commas when it has one line.
+        items = (
+            value if isinstance(value, list | tuple) else text.split("\n" if "\n" in text else ",")
+        )
+        pairs = []
+        for item in filter(None, (str(i).strip() for i in items)):
+            key, sep, v = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"a storage option is KEY=VALUE (e.g. aws_region=eu-west-1), "
+                                  f"got {key.strip() or item[:1] + '…'!r}")  # fmt: skip
+            pairs.append((key.strip(), v.strip()))
+    return tuple(pairs)
+
+
 def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
         # TOML gives typed values: a bool is an int to Python, and int(10.7) would truncate.
@@ -189,8 +212,19 @@ class Config:
     grpc: HostPort | None = _setting(
         HostPort("127.0.0.1", 4317), _listen, "OTLP/gRPC listen address, or off", "HOST:PORT"
     )
-    warehouse: Path = _setting(
-        Path("warehouse"), Path, "directory holding <catalog>/<schema>/<table> Delta tables", "PATH"
+    warehouse: str = _setting(
+        "warehouse",
+        str,
+        "where the <catalog>/<schema>/<table> Delta tables live: a directory, or s3://, az://, "
+        "abfss:// or gs:// bucket/prefix",
+        "URI",
+    )
+    storage_option: tuple[tuple[str, str], ...] = _setting(
+        (),
+        _storage_options,
+        "an object-store option for delta-rs and obstore, KEY=VALUE (repeatable), beside the "
+        "AWS_*, AZURE_STORAGE_* and GOOGLE_* variables",
+        "KEY=VALUE",
     )
     default_table: str = _setting(
         "main.default.agents",
@@ -224,7 +258,11 @@ class Config:
         "MODE",
     )
     wal_dir: Path | None = _setting(
-        None, _optional_path, "write-ahead log directory (default: <warehouse>/_wal)", "PATH"
+        None,
+        _optional_path,
+        "write-ahead log directory, on local disk (default: <warehouse>/_wal; required with "
+        "a warehouse on object storage)",
+        "PATH",
     )
     dedup_window: float = _setting(
         600.0,
@@ -356,6 +394,9 @@ class Config:
 
     def check(self) -> None:
         """Refuse settings that would run insecurely or cannot work together."""
+        self.location  # noqa: B018 (raises on a warehouse it cannot use)
+        if self.durability == "wal":
+            self.wal_directory  # noqa: B018 (raises when a remote warehouse has no --wal-dir)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
         exposed = [
@@ -379,9 +420,33 @@ class Config:
                 "--workers above 1 share fixed ports: give --http and --grpc a port, not 0"
             )
 
+    def probe_warehouse(self) -> str | None:
+        """ConfigError if the warehouse's bucket does not exist; the cause, if it cannot be
+        reached now (it may come back)."""
+        try:
+            return self.location.probe()
+        except ValueError as e:
+            raise ConfigError(f"--warehouse: {e}") from None
+
+    @functools.cached_property
+    def location(self) -> Warehouse:
+        """The warehouse, parsed; ConfigError saying what is wrong with it."""
+        try:
+            return Warehouse.parse(self.warehouse, dict(self.storage_option))
+        except ValueError as e:
+            raise ConfigError(f"--warehouse: {e}") from None
+
     @property
     def wal_directory(self) -> Path:
-        return self.wal_dir if self.wal_dir is not None else self.warehouse / "_wal"
+        if self.wal_dir is not None:
+            return self.wal_dir
+        location = self.location
+        if not location.is_local:
+            raise ConfigError(
+                f"--wal-dir is required with a warehouse on object storage ({location}): the "
+                "write-ahead log stays on local disk (in a cluster, a persistent volume)"
+            )
+        return location.path / "_wal"
 
     @classmethod
     def settings(cls) -> list[dataclasses.Field[Any]]:

@@ -9,6 +9,8 @@ from typing import Any
 
 import structlog
 
+from collector.redaction import redact_secrets
+
 __all__ = ["configure_logging", "redact"]
 
 _SECRET_KEYS = frozenset({"authorization", "token", "password", "secret", "api_key", "cookie"})
@@ -20,8 +22,10 @@ def redact(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in event.items():
         if key.lower() in _SECRET_KEYS:
             event[key] = "[redacted]"
-        elif isinstance(value, str) and "earer" in value:
-            event[key] = _BEARER.sub(r"\1[redacted]", value)
+        elif isinstance(value, str):
+            if "earer" in value:
+                value = _BEARER.sub(r"\1[redacted]", value)
+            event[key] = redact_secrets(value)  # an object store's error may quote one
     return event
 
 

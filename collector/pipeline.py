@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pyarrow as pa
 import structlog
@@ -34,6 +35,8 @@ from collector.wal import WriteAheadLog
 __all__ = ["Pipeline", "flatten_request"]
 
 log = structlog.get_logger("collector.pipeline")
+
+FLUSH_STUCK_AFTER = 10.0  # seconds
 
 # The maintainers' running totals over the warehouse's tables (collector.maintenance).
 _MAINTENANCE_HELP = {
@@ -74,6 +77,8 @@ class Pipeline:
         worker: int = 0,
     ) -> None:
         self.sink = sink
+        # The warehouse's maintenance reports, as last read (see read_maintenance_status).
+        self.maintained: dict[str, dict[str, Any]] = {}
         self.buffers = buffers
         self.default_table = default_table
         self.wal = wal  # None: durability off, acknowledged once buffered
@@ -176,7 +181,7 @@ class Pipeline:
         this worker's, and what the other workers on the host last reported of theirs."""
         ready, body = self.own_health()
         # Read here, on /readyz, not in the reports workers publish every second.
-        maintained = maintenance_status(self.sink.warehouse)
+        maintained = self.maintained
         if maintained:  # by whichever maintainer (serve's, cron's, a replica's)
             body["maintenance"] = {t: {k: v for k, v in r.items() if k != "totals"}
                                    for t, r in maintained.items()}  # fmt: skip
@@ -214,8 +219,12 @@ class Pipeline:
             problems.append(self.wal.error)
         if self.buffers.full:
             problems.append("the buffers are at --max-buffer-bytes")
+        now = time.time()
         tables = {
             str(table): {
+                "flushing_for": None
+                if state.flushing_since is None
+                else round(now - state.flushing_since, 1),
                 "buffered_rows": state.rows,
                 "buffered_bytes": state.bytes,
                 "last_flush": state.last_flush,
@@ -226,11 +235,20 @@ class Pipeline:
             for table, state in sorted(self.buffers.states().items())
         }
         failing = sorted(t for t, s in tables.items() if s["failures"])
-        status = "unavailable" if problems else "degraded" if failing else "ok"
+        # A store that does not answer keeps a flush waiting (its client retries for minutes)
+        # before it fails: a flush this long is trouble already.
+        waiting = sorted(
+            (t, s["flushing_for"])
+            for t, s in tables.items()
+            if s["flushing_for"] is not None and s["flushing_for"] > FLUSH_STUCK_AFTER
+        )
+        status = "unavailable" if problems else "degraded" if failing or waiting else "ok"
         body: dict[str, object] = {
             "status": status,
             "worker": self.worker,
-            "problems": problems + [f"flushes to {t} are failing" for t in failing],
+            "problems": problems
+            + [f"flushes to {t} are failing" for t in failing]
+            + [f"a flush to {t} has waited {s:.0f} s on the warehouse" for t, s in waiting],
             "held_bytes": self.buffers.held_bytes,
             "max_buffer_bytes": self.buffers.policy.max_held_bytes,
             "durability": "wal" if self.wal is not None else "none",
@@ -240,7 +258,7 @@ class Pipeline:
 
     def render_metrics(self) -> str:
         totals: dict[str, float] = {}
-        for report in maintenance_status(self.sink.warehouse).values():
+        for report in self.maintained.values():
             for name, value in report.get("totals", {}).items():
                 totals[name] = totals.get(name, 0) + value
         return self.metrics.render(
@@ -261,6 +279,14 @@ class Pipeline:
                 if name in _MAINTENANCE_HELP
             },
         )
+
+    def read_maintenance_status(self) -> None:
+        """Refresh what /readyz and /metrics show of maintenance (blocking: in a thread, every
+        few seconds). Kept as it was while the warehouse cannot be read: it is not our health."""
+        try:
+            self.maintained = maintenance_status(self.sink.warehouse)
+        except Exception as e:
+            log.debug("maintenance reports unreadable", error=str(e))
 
     async def ready(self, table: TableName, schema: TableSchema) -> None:
         """Make sure the table exists with the DDL's schema before accepting rows for it."""

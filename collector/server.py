@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import os
 import signal as signals
 import ssl
+import sys
 import time
 
 import grpc
@@ -28,6 +30,8 @@ from collector.sink import DeltaSink
 from collector.wal import WriteAheadLog
 
 __all__ = ["Collector"]
+
+MAINTENANCE_STATUS_EVERY = 10  # report intervals between reads of the maintenance reports
 
 log = structlog.get_logger("collector")
 
@@ -53,7 +57,7 @@ class Collector:
             if config.durability == "wal"
             else None
         )
-        self.sink = DeltaSink(config.warehouse, app_id=self.wal.instance_id if self.wal else None)
+        self.sink = DeltaSink(config.location, app_id=self.wal.instance_id if self.wal else None)
         policy = FlushPolicy(
             config.flush_interval, config.flush_rows, config.flush_bytes, config.max_buffer_bytes
         )
@@ -80,6 +84,7 @@ class Collector:
             worker=worker,
         )
         self._reporter: asyncio.Task[None] | None = None
+        self.flushed = True  # whether the last stop flushed every buffer
         # The first worker of each serve starts the maintenance process; the tables' leases
         # share the work out among all the maintainers of the warehouse.
         self.maintenance = (
@@ -117,14 +122,22 @@ class Collector:
         """Tell the other workers how this one is, for their /readyz (and keep the maintenance
         process running)."""
         self.host.withdraw(self.config.workers, and_above=True)  # left by a larger --workers
-        while True:
+        reading: asyncio.Task[None] | None = None
+        for beat in itertools.count():
             self.host.report(self.worker, os.getpid(), self.pipeline.own_health()[1])
             if self.maintenance is not None:
                 self.maintenance.check()
+            # The reports live in the warehouse (an object store, maybe): every few seconds,
+            # in a thread, never two reads at once, so that /readyz answers at once, store or not.
+            if beat % MAINTENANCE_STATUS_EVERY == 0 and (reading is None or reading.done()):
+                reading = asyncio.create_task(
+                    asyncio.to_thread(self.pipeline.read_maintenance_status)
+                )
             await asyncio.sleep(REPORT_INTERVAL)
 
     async def start(self) -> None:
-        self.config.warehouse.mkdir(parents=True, exist_ok=True)
+        if self.sink.warehouse.is_local:
+            self.sink.warehouse.path.mkdir(parents=True, exist_ok=True)
         replayed = self._replay()
         if replayed:
             log.info("wal replayed", records=replayed, rows=self.buffers.buffered_rows)
@@ -214,7 +227,7 @@ class Collector:
             await self._http.cleanup()
         if self.maintenance is not None:
             await asyncio.to_thread(self.maintenance.stop)
-        flushed = await self.buffers.close(self.config.shutdown_timeout)
+        flushed = self.flushed = await self.buffers.close(self.config.shutdown_timeout)
         if self.wal is not None:
             self.wal.close()
         self.host.close()
@@ -244,6 +257,12 @@ class Collector:
             _settle_gc()
             await stop.wait()
             log.info("shutting down")
+        if not self.flushed:
+            # A flush still waits on the store, in a thread Python would wait for at exit (as
+            # long as the store's client retries, minutes). What it holds is in the WAL.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 def _settle_gc() -> None:

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,6 +44,7 @@ from deltalake.transaction import AddAction
 
 from collector.filestats import INDEXED_COLUMNS_PROPERTY, file_stats, primitive_columns
 from collector.schema import TableSchema, schema_for_table
+from collector.storage import Files, Warehouse
 from collector.tables import TableName
 
 __all__ = ["COMMIT_HOOKS", "DeltaSink", "IdentityConflict", "commit_properties"]
@@ -90,8 +92,14 @@ class DeltaSink:
     makes a replay of the write-ahead log after a crash exactly-once.
     """
 
-    def __init__(self, warehouse: str | os.PathLike[str], app_id: str | None = None) -> None:
-        self.warehouse = Path(warehouse).resolve()
+    def __init__(
+        self, warehouse: Warehouse | str | os.PathLike[str], app_id: str | None = None
+    ) -> None:
+        self.warehouse = (
+            warehouse if isinstance(warehouse, Warehouse) else Warehouse.parse(warehouse)
+        )
+        # Data files go up through obstore on object storage; on a disk, pyarrow writes them.
+        self._files = None if self.warehouse.is_local else Files(self.warehouse)
         self.app_id = app_id
         self._tables: dict[TableName, DeltaTable] = {}
         # The transaction version of our last commit to each table in this process: if the
@@ -105,11 +113,21 @@ class DeltaSink:
         self._lock = threading.Lock()
 
     def location(self, table: TableName) -> Path:
-        path = self.warehouse.joinpath(*table.parts()).resolve()
+        """The directory of a table of a local warehouse."""
+        path = self.warehouse.path.joinpath(*table.parts()).resolve()
         # TableName's grammar already forbids separators and dots; this guards the invariant.
-        if not path.is_relative_to(self.warehouse):
+        if not path.is_relative_to(self.warehouse.path):
             raise ValueError(f"table {table} resolves outside the warehouse")
         return path
+
+    def uri(self, table: TableName) -> str:
+        """Where the table lives, as delta-rs takes it: a directory or an object-store URI."""
+        if self.warehouse.is_local:
+            return str(self.location(table))
+        return self.warehouse.join(*table.parts())
+
+    def _open(self, table: TableName) -> DeltaTable:
+        return DeltaTable(self.uri(table), storage_options=self.warehouse.delta_options())
 
     def is_ready(self, table: TableName) -> bool:
         return table in self._tables
@@ -123,18 +141,18 @@ class DeltaSink:
         with self._lock:
             if table in self._tables:
                 return False
-            location = str(self.location(table))
             created = False
             try:
-                dt = DeltaTable(location)
+                dt = self._open(table)
             except TableNotFoundError:
                 try:
                     dt = DeltaTable.create(
-                        location,
+                        self.uri(table),
                         schema=schema.arrow,
                         mode="error",
                         name=table.table,
                         configuration=schema.properties,
+                        storage_options=self.warehouse.delta_options(),
                         raise_if_key_not_exists=False,
                     )
                     created = True
@@ -142,7 +160,7 @@ class DeltaSink:
                     # Another process may have created it between our look and our create; if
                     # it did not, the create's own error is the one worth reporting.
                     try:
-                        dt = DeltaTable(location)
+                        dt = self._open(table)
                     except Exception:
                         raise create_error from None
             schema.check_delta_schema(dt.schema().to_json())
@@ -171,7 +189,7 @@ class DeltaSink:
         properties = commit_properties(self.app_id, entries[-1][0])
         data = pa.Table.from_batches([batch for _, batch in entries])
         if _plain_appends(dt):
-            add = self._write_file(self.location(table), dt, data)
+            add = self._write_file(table, dt, data)
 
             def commit() -> None:
                 dt.create_write_transaction(
@@ -277,7 +295,7 @@ class DeltaSink:
         date commit by commit replays every commit since it was loaded, on every append:
         measured here, 9 ms an append on a freshly loaded table, 28 ms 100 commits later."""
         try:
-            dt = DeltaTable(str(self.location(table)))
+            dt = self._open(table)
         except Exception:
             self._forget(table)  # the next append opens it, or says why it cannot
             return
@@ -299,22 +317,32 @@ class DeltaSink:
         with self._lock:
             self._tables.pop(table, None)
 
-    def _write_file(self, location: Path, dt: DeltaTable, data: pa.Table) -> AddAction:
+    def _write_file(self, table: TableName, dt: DeltaTable, data: pa.Table) -> AddAction:
         """Write ``data`` as one Parquet file in the table's directory; the add action for it.
-        A crash before the commit leaves an unreferenced file, which readers never see."""
+        A crash before the commit leaves an unreferenced file, which readers never see. On
+        object storage the file is built in memory (one flush, bounded by --flush-bytes) and
+        uploaded, in parts when it is large."""
         name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-        path = location / name
+        local = self.warehouse.is_local
+        sink: Any = str(self.location(table) / name) if local else pa.BufferOutputStream()
         pq.write_table(
             data,
-            path,
+            sink,
             compression="snappy",
             row_group_size=_ROW_GROUP_ROWS,
             write_statistics=primitive_columns(data.schema),
         )
+        if local:
+            size = os.path.getsize(sink)
+        else:
+            body = sink.getvalue()
+            size = body.size
+            assert self._files is not None
+            self._files.write("/".join([*table.parts(), name]), body.to_pybytes())
         indexed = int(dt.metadata().configuration.get(INDEXED_COLUMNS_PROPERTY) or 32)
         return AddAction(
             path=name,
-            size=os.path.getsize(path),
+            size=size,
             partition_values={},
             modification_time=int(time.time() * 1000),
             data_change=True,

@@ -36,15 +36,17 @@ class CollectorProcess:
 
     def __init__(
         self,
-        warehouse: Path,
+        warehouse: Path | str,
         *extra: str,
         env: dict[str, str] | None = None,
         ports: tuple[int, int] | None = None,
         wait: bool = True,
+        log_dir: Path | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.http_port, self.grpc_port = ports or (free_port(), free_port())
-        self.log_path = warehouse.parent / f"collector-{self.http_port}.log"
+        home = log_dir or Path(warehouse).parent  # a URI warehouse needs a log_dir
+        self.log_path = home / f"collector-{self.http_port}.log"
         self._starts = self.logs().count('"collector started"') if self.log_path.exists() else 0
         args = [
             sys.executable,
@@ -90,6 +92,7 @@ class CollectorProcess:
         return f"http://127.0.0.1:{self.http_port}{path}"
 
     def table_path(self, table: str) -> Path:
+        assert isinstance(self.warehouse, Path), "a local warehouse"
         return self.warehouse.joinpath(*table.split("."))
 
     def logs(self) -> str:

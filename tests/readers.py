@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import sysconfig
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +37,45 @@ def _normalise(value: Any, delta_type: Any) -> Any:
     return value
 
 
-def read_polars(path: Path) -> list[dict[str, Any]]:
+def read_polars(path: Path | str) -> list[dict[str, Any]]:
+    """``path``: a table's directory, or its s3:// URI (credentials from the AWS_* variables)."""
     schema = json.loads(DeltaTable(str(path)).schema().to_json())
     frame = pl.read_delta(str(path))
     return [_normalise(row, schema) for row in frame.to_dicts()]
 
 
-def _delta_extension() -> str:
+def _extension(name: str) -> str:
     site = sysconfig.get_paths()["purelib"]
-    found = glob.glob(f"{site}/duckdb_extension_delta/extensions/*/delta.duckdb_extension")
+    found = glob.glob(f"{site}/duckdb_extension_{name}/extensions/*/{name}.duckdb_extension")
     if not found:
-        raise RuntimeError("duckdb-extension-delta is not installed")
+        raise RuntimeError(f"duckdb-extension-{name} is not installed")
     return found[0]
 
 
-def duckdb_with_delta() -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the delta extension loaded (from the pip package)."""
+def duckdb_with_delta(s3: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the delta extension loaded (from the pip package); with ``s3``,
+    httpfs too and a secret from the AWS_* variables (an endpoint on loopback: moto's)."""
     con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-    con.execute(f"LOAD '{_delta_extension()}'")
+    for name in ("httpfs", "delta") if s3 else ("delta",):
+        con.execute(f"LOAD '{_extension(name)}'")
+    if s3:
+        endpoint = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL"])
+        con.execute(
+            "CREATE SECRET (TYPE s3, KEY_ID $key, SECRET $secret, REGION $region, "
+            "ENDPOINT $endpoint, URL_STYLE 'path', USE_SSL $ssl)",
+            {
+                "key": os.environ["AWS_ACCESS_KEY_ID"],
+                "secret": os.environ["AWS_SECRET_ACCESS_KEY"],
+                "region": os.environ.get("AWS_REGION", "us-east-1"),
+                "endpoint": endpoint.netloc,
+                "ssl": endpoint.scheme == "https",
+            },
+        )
     return con
 
 
-def read_duckdb(path: Path) -> list[dict[str, Any]]:
-    con = duckdb_with_delta()
+def read_duckdb(path: Path | str) -> list[dict[str, Any]]:
+    con = duckdb_with_delta(s3=str(path).startswith("s3://"))
     try:
         cursor = con.execute("SELECT * FROM delta_scan(?)", [str(path)])
         names = [d[0] for d in cursor.description]
@@ -66,7 +84,7 @@ def read_duckdb(path: Path) -> list[dict[str, Any]]:
         con.close()
 
 
-def read_both(path: Path, key: Any = None) -> list[dict[str, Any]]:
+def read_both(path: Path | str, key: Any = None) -> list[dict[str, Any]]:
     """Rows read by both readers, asserted equal; sorted by ``key`` (file order is not stable)."""
     a = read_polars(path)
     b = read_duckdb(path)

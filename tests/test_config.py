@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from collector.config import Config, ConfigError, HostPort, parse_duration, parse_size
+from collector.storage import Warehouse
 
 MiB = 1024 * 1024
 
@@ -31,7 +32,8 @@ def test_defaults() -> None:
     assert config == Config()
     assert config.http == HostPort("127.0.0.1", 4318)
     assert config.grpc == HostPort("127.0.0.1", 4317)
-    assert config.warehouse == Path("warehouse")
+    assert config.warehouse == "warehouse"
+    assert config.location == Warehouse(str(Path("warehouse").resolve()))
     assert config.default_table == "main.default.agents"
     assert config.flush_interval == 5.0
     assert config.flush_rows == 100_000
@@ -100,7 +102,7 @@ def test_toml_keys_with_dashes_or_underscores(tmp_path: Path) -> None:
     assert Config.load(file=file) == Config(
         http=HostPort("0.0.0.0", 14318),
         grpc=None,
-        warehouse=Path("/data/wh"),
+        warehouse="/data/wh",
         default_table="cat.sch.pre",
         flush_interval=0.5,
         flush_rows=1000,
@@ -127,7 +129,7 @@ def test_every_setting_from_environment() -> None:
     assert Config.load(env=env) == Config(
         http=HostPort("127.0.0.1", 9000),
         grpc=HostPort("::1", 9001),
-        warehouse=Path("/tmp/w"),
+        warehouse="/tmp/w",
         default_table="a.b.c",
         flush_interval=0.25,
         flush_rows=7,
@@ -152,6 +154,7 @@ def test_setting_names() -> None:
         "http",
         "grpc",
         "warehouse",
+        "storage_option",
         "default_table",
         "flush_interval",
         "flush_rows",
@@ -493,3 +496,29 @@ def test_vacuum_retention_under_an_hour_is_refused() -> None:
 def test_maintenance_can_be_turned_off() -> None:
     assert Config.load({"maintenance": "off"}).maintenance is False
     assert Config.load().maintenance is True
+
+
+def test_storage_options_from_flags_variables_and_toml(tmp_path: Path) -> None:
+    flags = Config.load({"storage_option": ["aws_region=eu-west-1", "aws_sas=a=b,c"]})
+    assert flags.storage_option == (("aws_region", "eu-west-1"), ("aws_sas", "a=b,c"))
+    env = Config.load({}, {"COLLECTOR_STORAGE_OPTION": "aws_region=eu-west-1,timeout=5s"})
+    assert env.storage_option == (("aws_region", "eu-west-1"), ("timeout", "5s"))
+    lines = Config.load({}, {"COLLECTOR_STORAGE_OPTION": "aws_region=eu-west-1\nsas=x,y"})
+    assert lines.storage_option == (("aws_region", "eu-west-1"), ("sas", "x,y"))
+    path = tmp_path / "c.toml"
+    path.write_text('storage_option = { aws_region = "eu-west-1", allow_http = "true" }\n')
+    toml = Config.load({}, {}, path)
+    assert toml.storage_option == (("aws_region", "eu-west-1"), ("allow_http", "true"))
+    with pytest.raises(ConfigError, match="COLLECTOR_STORAGE_OPTION: a storage option is KEY"):
+        Config.load({}, {"COLLECTOR_STORAGE_OPTION": "region"})
+
+
+def test_a_remote_warehouse_needs_a_local_wal_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--wal-dir is required with a warehouse on object"):
+        Config.load({"warehouse": "s3://bucket/wh"}).check()
+    Config.load({"warehouse": "s3://bucket/wh", "durability": "none"}).check()
+    config = Config.load({"warehouse": "s3://bucket/wh/", "wal_dir": str(tmp_path)})
+    config.check()
+    assert config.location.uri == "s3://bucket/wh" and config.wal_directory == tmp_path
+    local = Config.load({"warehouse": str(tmp_path / "wh")})
+    assert local.wal_directory == tmp_path / "wh" / "_wal"

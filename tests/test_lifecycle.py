@@ -13,7 +13,7 @@ from deltalake import DeltaTable
 
 from collector.schema import Array, Map, Primitive, SqlType, Struct, load_schema
 from tests.conftest import CAPTURES, ROOT, CollectorProcess, distinct_logs, wait_for_rows
-from tests.readers import read_both, read_duckdb
+from tests.readers import duckdb_with_delta, read_both, read_duckdb
 
 LOGS = (CAPTURES / "claude-code-2.1.197.logs.pb").read_bytes()
 
@@ -127,8 +127,6 @@ def test_tables_create_makes_three_tables_with_the_ddl_schema(tmp_path: Path) ->
     assert again.returncode == 0
     assert "exists, schema matches" in again.stdout
 
-    import duckdb
-
     for name in ("otel_metrics", "otel_logs", "otel_spans"):
         ddl = load_schema(name)
         path = tmp_path / "main" / "agents" / f"cc_{name}"
@@ -139,10 +137,7 @@ def test_tables_create_makes_three_tables_with_the_ddl_schema(tmp_path: Path) ->
         assert [f.name for f in dt.schema().fields] == [c.name for c in ddl.columns]
         # DuckDB's view, compared with the DDL rendered in DuckDB's spelling.
         assert read_duckdb(path) == []
-        con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-        from tests.readers import _delta_extension
-
-        con.execute(f"LOAD '{_delta_extension()}'")
+        con = duckdb_with_delta()
         described = con.execute(f"DESCRIBE SELECT * FROM delta_scan('{path}')").fetchall()
         assert [(c, t.replace('"', "")) for c, t, *_ in described] == [
             (c.name, _duckdb_type(c.type).replace('"', "")) for c in ddl.columns

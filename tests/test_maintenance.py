@@ -35,6 +35,7 @@ from collector.flatten import flatten_logs, flatten_metrics
 from collector.maintenance import Lease, Maintainer, MaintenancePolicy, row_times
 from collector.schema import schema_for_table
 from collector.sink import DeltaSink
+from collector.storage import Files, Warehouse
 from collector.tables import TableName
 from tests.conftest import CAPTURES, ROOT, CollectorProcess
 from tests.readers import read_both
@@ -307,8 +308,9 @@ def test_expired_log_files_go_and_the_table_still_reads(tmp_path: Path) -> None:
 
 
 def test_a_lease_has_one_holder_and_passes_on_when_it_expires(tmp_path: Path) -> None:
-    a = Lease(tmp_path, "main.agents.t_otel_logs", "a", ttl=1.0)
-    b = Lease(tmp_path, "main.agents.t_otel_logs", "b", ttl=1.0)
+    leases = Files(Warehouse.parse(tmp_path), "leases")
+    a = Lease(leases, "main.agents.t_otel_logs", "a", ttl=1.0)
+    b = Lease(leases, "main.agents.t_otel_logs", "b", ttl=1.0)
     assert a.acquire()
     assert not b.acquire()
     assert a.acquire()  # its own: renewed
@@ -351,14 +353,15 @@ def test_two_maintainers_never_work_on_one_table_at_once(tmp_path: Path) -> None
 
 def test_a_maintainer_that_dies_loses_its_lease_to_another(tmp_path: Path) -> None:
     appended(tmp_path, LOGS, [logs_batch(s, s * 10**9) for s in range(10)])
-    lease_dir = tmp_path / "_maintenance" / "leases"
     script = (
-        "import sys, time; from pathlib import Path; from collector.maintenance import Lease\n"
-        "lease = Lease(Path(sys.argv[1]), 'main.agents.cc_otel_logs', 'dying', ttl=2.0)\n"
+        "import sys, time; from collector.maintenance import Lease\n"
+        "from collector.storage import Files, Warehouse\n"
+        "leases = Files(Warehouse.parse(sys.argv[1]), '_maintenance', 'leases')\n"
+        "lease = Lease(leases, 'main.agents.cc_otel_logs', 'dying', ttl=2.0)\n"
         "assert lease.acquire(); print('held', flush=True); time.sleep(60)"
     )
     holder = subprocess.Popen(
-        [sys.executable, "-c", script, str(lease_dir)], cwd=ROOT, stdout=subprocess.PIPE
+        [sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE
     )
     assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
     holder.send_signal(signal.SIGKILL)

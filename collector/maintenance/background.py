@@ -25,6 +25,7 @@ log = structlog.get_logger("collector.maintenance")
 
 MAINTENANCE_SETTINGS = (
     "warehouse",
+    "storage_option",
     "target_file_size",
     "compact_min_age",
     "log_retention",
@@ -38,8 +39,10 @@ MAINTENANCE_SETTINGS = (
 _RESTART_AFTER = 5.0  # seconds
 
 
-def _render(value: Any) -> str:
-    if isinstance(value, tuple):  # retention: (kind, seconds) pairs
+def _render(name: str, value: Any) -> str:
+    if name == "storage_option":  # lines: a value may hold commas
+        return "\n".join(f"{key}={v}" for key, v in value)
+    if name == "retention":  # (kind, seconds) pairs
         return ",".join(f"{kind}={seconds:g}" for kind, seconds in value)
     return str(value)
 
@@ -48,7 +51,7 @@ class MaintenanceProcess:
     def __init__(self, config: Config) -> None:
         self.env = process.child_env(
             **{
-                ENV_PREFIX + name.upper(): _render(getattr(config, name))
+                ENV_PREFIX + name.upper(): _render(name, getattr(config, name))
                 for name in MAINTENANCE_SETTINGS
             }
         )

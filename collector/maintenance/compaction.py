@@ -19,14 +19,13 @@ and fails the other, so rows are never rewritten twice.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,6 +36,7 @@ from deltalake.transaction import AddAction, RemoveAction
 from collector.filestats import INDEXED_COLUMNS_PROPERTY, file_stats, merge_stats, primitive_columns
 from collector.schema import TableSchema
 from collector.sink import COMMIT_HOOKS, commit_properties
+from collector.storage import Files
 
 __all__ = [
     "MAINTENANCE_APP_ID",
@@ -100,7 +100,7 @@ def _column(table: pa.Table, path: str) -> pa.ChunkedArray:
 
 def compact(
     dt: DeltaTable,
-    location: Path,
+    files: Files,
     schema: TableSchema,
     *,
     target_size: int,
@@ -116,7 +116,7 @@ def compact(
     groups = _groups(
         _candidates(dt, target_size, min_age),
         target_size,
-        lambda f: _first_time(location / f.path, schema),
+        lambda f: _first_time(files.reader(f.path), schema),
     )
     if not groups:
         return None
@@ -126,8 +126,8 @@ def compact(
     removes: list[RemoveAction] = []
     try:
         for group in groups:
-            rows = _merged(location, group, schema, memory)
-            adds.extend(_write(location, rows, schema, indexed, target_size))
+            rows = _merged(files, group, schema, memory)
+            adds.extend(_write(files, rows, schema, indexed, target_size))
             removes.extend(
                 RemoveAction(path=f.path, data_change=False, deletion_timestamp=now, size=f.size)
                 for f in group
@@ -145,7 +145,7 @@ def compact(
         dt.update_incremental()
         if not adds or not {a.path for a in adds} <= active_paths(dt):
             for a in adds:  # never committed: nothing refers to them
-                (location / a.path).unlink(missing_ok=True)
+                files.delete(a.path)
             raise
     dt.update_incremental()
     return Compaction(
@@ -171,8 +171,9 @@ def _candidates(dt: DeltaTable, target_size: int, min_age: float) -> list[_File]
     ]
 
 
-def _first_time(path: Path, schema: TableSchema) -> int:
-    times = row_times(_read(path, schema, times_only=True), schema.time_columns)
+def _first_time(source: io.RawIOBase, schema: TableSchema) -> int:
+    with source:  # the footer and the time columns are read, not the whole file
+        times = row_times(_read(source, schema, times_only=True), schema.time_columns)
     first = pc.min(times).as_py()
     return first if first is not None else 0
 
@@ -210,23 +211,27 @@ def _groups(
     return [g for g in groups if len(g) > 1]
 
 
-def _read(path: Path, schema: TableSchema, times_only: bool = False) -> pa.Table:
+def _read(source: object, schema: TableSchema, times_only: bool = False) -> pa.Table:
     if times_only:  # the columns that hold the row times (a metric's whole point structs)
         columns = list(dict.fromkeys(c.partition(".")[0] for c in schema.time_columns))
-        return pq.read_table(path, columns=columns, use_threads=False)
-    table = pq.read_table(path, use_threads=False)
+        return pq.read_table(source, columns=columns, use_threads=False)
+    table = pq.read_table(source, use_threads=False)
     # Files written by delta-rs (a retention delete) may use other Arrow layouts of the same
     # Delta types: everything is written back in the DDL's.
     return table if table.schema == schema.arrow else table.cast(schema.arrow)
 
 
 def _merged(
-    location: Path, group: list[_File], schema: TableSchema, memory: int
+    files: Files, group: list[_File], schema: TableSchema, memory: int
 ) -> Iterator[pa.Table]:
     """The rows of the group's files in time order, in tables of any size."""
     pending: pa.Table | None = None
     for i, f in enumerate(group):
-        table = _read(location / f.path, schema)
+        data = files.read(f.path)  # one input file, under half the target size
+        if data is None:
+            raise FileNotFoundError(f"{f.path} is referenced by the table but missing")
+        table = _read(pa.BufferReader(data), schema)
+        del data
         pending = table if pending is None else pa.concat_tables([pending, table])
         times = row_times(pending, schema.time_columns)
         pending = pending.take(pc.array_sort_indices(times, null_placement="at_start"))
@@ -243,7 +248,7 @@ def _merged(
 
 
 def _write(
-    location: Path,
+    files: Files,
     tables: Iterator[pa.Table],
     schema: TableSchema,
     indexed: int,
@@ -252,13 +257,14 @@ def _write(
     """Write the rows into files of about ``target_size``, row groups of about 128k rows."""
     adds: list[AddAction] = []
     writer: pq.ParquetWriter | None = None
+    out: io.RawIOBase | None = None
     name = ""
     parts: list[str] = []
     held: list[pa.RecordBatch] = []
     held_rows = held_bytes = 0
 
     def flush_group() -> None:
-        nonlocal writer, name, held_rows, held_bytes
+        nonlocal writer, out, name, held_rows, held_bytes
         if not held:
             return
         chunk = pa.Table.from_batches(held)
@@ -266,27 +272,31 @@ def _write(
         held_rows = held_bytes = 0
         if writer is None:
             name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+            out = files.writer(name)
             writer = pq.ParquetWriter(
-                location / name,
+                out,
                 schema.arrow,
                 compression="snappy",
                 write_statistics=primitive_columns(schema.arrow),
             )
         writer.write_table(chunk, row_group_size=_ROW_GROUP_ROWS)
         parts.append(file_stats(chunk, indexed))
-        if os.path.getsize(location / name) >= target_size:
+        assert out is not None
+        if out.tell() >= target_size:
             close_file()
 
     def close_file() -> None:
-        nonlocal writer
-        if writer is None:
+        nonlocal writer, out
+        if writer is None or out is None:
             return
         writer.close()
-        writer = None
+        out.close()  # the file is whole at its path from here on
+        size = out.tell()
+        writer = out = None
         adds.append(
             AddAction(
                 path=name,
-                size=os.path.getsize(location / name),
+                size=size,
                 partition_values={},
                 modification_time=int(time.time() * 1000),
                 data_change=False,
@@ -308,9 +318,11 @@ def _write(
     except BaseException:
         if writer is not None:
             writer.close()
+        if out is not None:
+            out.close()
         for path in [*(a.path for a in adds), name]:
             if path:
-                (location / path).unlink(missing_ok=True)
+                files.delete(path)
         raise
     return adds
 

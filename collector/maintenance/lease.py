@@ -2,9 +2,9 @@
 
 A lease is a series of epoch files, ``<name>.<epoch>``, each holding its owner and expiry time.
 The newest epoch is the lease. Its owner renews it by rewriting its own file; anyone may take
-an expired lease by creating the next epoch, and creation is exclusive (``O_EXCL`` here; a
-conditional put, ``If-None-Match: *``, on object storage), so of two maintainers that find the
-lease expired at once, one wins. A maintainer that dies stops renewing and loses the lease
+an expired lease by creating the next epoch, and creation is exclusive (a conditional put,
+``If-None-Match: *``, on object storage; an exclusive link on a local disk), so of two
+maintainers that find the lease expired at once, one wins. A maintainer that dies stops renewing and loses the lease
 after ``ttl`` seconds. Clocks of hosts sharing a warehouse must agree within a fraction of it.
 
 The lease keeps maintainers from doing the same work twice; it is not what keeps the data
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+
+from collector.storage import Files
 
 __all__ = ["Lease", "LeaseLost"]
 
@@ -29,8 +29,8 @@ class LeaseLost(Exception):
 
 
 class Lease:
-    def __init__(self, directory: Path, name: str, owner: str, ttl: float) -> None:
-        self.directory = directory
+    def __init__(self, files: Files, name: str, owner: str, ttl: float) -> None:
+        self.files = files
         self.name = name
         self.owner = owner
         self.ttl = ttl
@@ -40,28 +40,26 @@ class Lease:
     def _epochs(self) -> list[int]:
         prefix = self.name + "."
         found = []
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.directory):
-                tail = entry.name[len(prefix) :]
-                if entry.name.startswith(prefix) and tail.isdigit():
-                    found.append(int(tail))
+        for entry in self.files.children()[1]:
+            tail = entry.path[len(prefix) :]
+            if entry.path.startswith(prefix) and tail.isdigit():
+                found.append(int(tail))
         return sorted(found)
 
-    def _path(self, epoch: int) -> Path:
-        return self.directory / f"{self.name}.{epoch:012d}"
+    def _path(self, epoch: int) -> str:
+        return f"{self.name}.{epoch:012d}"
 
     def _read(self, epoch: int) -> dict[str, object] | None:
         try:
-            return json.loads(self._path(epoch).read_text())
-        except (FileNotFoundError, ValueError):
-            return None  # being written: taken as held (it was created a moment ago)
+            return json.loads(self.files.read(self._path(epoch)) or b"")
+        except ValueError:
+            return None  # being written, or just removed: taken as held
 
-    def _body(self) -> str:
-        return json.dumps({"owner": self.owner, "expires": time.time() + self.ttl})
+    def _body(self) -> bytes:
+        return json.dumps({"owner": self.owner, "expires": time.time() + self.ttl}).encode()
 
     def acquire(self) -> bool:
         """Take or renew the lease; False if another maintainer holds it."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         epochs = self._epochs()
         newest = epochs[-1] if epochs else 0
         if newest:
@@ -71,17 +69,12 @@ class Lease:
                     return False
             elif newest == self._epoch:
                 return self.renew()
-        try:
-            fd = os.open(self._path(newest + 1), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
+        if not self.files.create(self._path(newest + 1), self._body()):
             return False  # another maintainer took it first
-        with os.fdopen(fd, "w") as f:
-            f.write(self._body())
         self._epoch = newest + 1
         self._lost.clear()
         for old in epochs:  # the lease's history is of no use to anyone
-            with contextlib.suppress(FileNotFoundError):
-                self._path(old).unlink()
+            self.files.delete(self._path(old))
         return True
 
     def renew(self) -> bool:
@@ -89,9 +82,7 @@ class Lease:
         if self._epoch is None or self._epochs()[-1:] != [self._epoch]:
             self._lost.set()
             return False
-        tmp = self._path(self._epoch).with_suffix(".renewing")
-        tmp.write_text(self._body())
-        os.replace(tmp, self._path(self._epoch))
+        self.files.write(self._path(self._epoch), self._body())  # whole or not at all
         return True
 
     def check(self) -> None:
@@ -102,7 +93,8 @@ class Lease:
     def release(self) -> None:
         """Let the next maintainer take it at once: our epoch, expired."""
         if self._epoch is not None and self._epochs()[-1:] == [self._epoch]:
-            self._path(self._epoch).write_text(json.dumps({"owner": self.owner, "expires": 0}))
+            body = json.dumps({"owner": self.owner, "expires": 0}).encode()
+            self.files.write(self._path(self._epoch), body)
         self._epoch = None
 
     @contextlib.contextmanager

@@ -13,31 +13,31 @@ version committed within the retention.
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
+
+from collector.storage import Files
 
 __all__ = ["expired_log_files"]
 
 _LOG_FILE = re.compile(r"(\d{20})\.(json|crc|checkpoint(\.\d+\.\d+)?\.parquet)")
 
 
-def expired_log_files(log_dir: Path, cutoff: float) -> list[Path]:
-    """The files of ``log_dir`` that can go, for a retention that ends at ``cutoff`` (wall time)."""
+def expired_log_files(log: Files, cutoff: float) -> list[str]:
+    """The files of the log (``log`` is rooted at ``_delta_log``) that can go, for a retention
+    that ends at ``cutoff`` (wall time)."""
     commits: dict[int, float] = {}
     checkpoints: set[int] = set()
-    files: list[tuple[int, Path]] = []
-    with os.scandir(log_dir) as entries:
-        for entry in entries:
-            m = _LOG_FILE.fullmatch(entry.name)
-            if not m:
-                continue  # _last_checkpoint, temporary files of commits in progress…
-            version = int(m[1])
-            files.append((version, Path(entry.path)))
-            if m[2] == "json":
-                commits[version] = entry.stat().st_mtime
-            elif m[2].startswith("checkpoint") and m[3] is None:
-                checkpoints.add(version)
+    files: list[tuple[int, str]] = []
+    for entry in log.children()[1]:
+        m = _LOG_FILE.fullmatch(entry.path)
+        if not m:
+            continue  # _last_checkpoint, temporary files of commits in progress…
+        version = int(m[1])
+        files.append((version, entry.path))
+        if m[2] == "json":
+            commits[version] = entry.modified
+        elif m[2].startswith("checkpoint") and m[3] is None:
+            checkpoints.add(version)
     if not commits:
         return []
     recent = [v for v, mtime in commits.items() if mtime > cutoff]

@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -30,6 +29,7 @@ from collector.maintenance.logcleanup import expired_log_files
 from collector.maintenance.vacuum import TOMBSTONE_PROPERTY, TOMBSTONE_RETENTION, vacuum
 from collector.schema import TableSchema, schema_for_table
 from collector.sink import CHECKPOINT_INTERVAL, COMMIT_HOOKS
+from collector.storage import Files, Warehouse
 from collector.tables import InvalidTableName, TableName
 
 __all__ = ["Maintainer", "MaintenancePolicy", "TableReport", "maintenance_status"]
@@ -101,33 +101,39 @@ class TableReport:
 class Maintainer:
     def __init__(
         self,
-        warehouse: Path,
+        warehouse: Warehouse | str | os.PathLike[str],
         policy: MaintenancePolicy,
         *,
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.warehouse = Path(warehouse).resolve()
+        self.warehouse = (
+            warehouse if isinstance(warehouse, Warehouse) else Warehouse.parse(warehouse)
+        )
         self.policy = policy
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # The wall time that retention, vacuum and log clean-up measure ages by.
         self.clock = clock
-        self.leases = self.warehouse / "_maintenance" / "leases"
-        self.ledgers = self.warehouse / "_maintenance" / "vacuum"
+        self.files = Files(self.warehouse)
+        self.leases = Files(self.warehouse, "_maintenance", "leases")
+        self.ledgers = Files(self.warehouse, "_maintenance", "vacuum")
         self._hourly_done: dict[TableName, float] = {}
 
     def tables(self) -> list[TableName]:
         """Every Delta table under the warehouse whose name says what it holds."""
         found = []
-        for log_dir in sorted(self.warehouse.glob("*/*/*/_delta_log")):
-            catalog, schema, name = log_dir.parent.relative_to(self.warehouse).parts
-            try:
-                table = TableName(catalog, schema, name)
-                schema_for_table(name)
-            except (InvalidTableName, ValueError):
-                continue
-            found.append(table)
-        return found
+        # Names that start with "_" are the collector's own (_wal, _maintenance): no tables.
+        for catalog in (c for c in self.files.children()[0] if not c.startswith("_")):
+            for schema in self.files.children(catalog)[0]:
+                for name in self.files.children(f"{catalog}/{schema}")[0]:
+                    try:
+                        table = TableName(catalog, schema, name)
+                        schema_for_table(name)
+                    except (InvalidTableName, ValueError):
+                        continue
+                    if "_delta_log" in self.files.children("/".join(table.parts()))[0]:
+                        found.append(table)
+        return sorted(found, key=str)
 
     def run_once(
         self,
@@ -155,26 +161,32 @@ class Maintainer:
             if not mine:
                 return None
             at, started = time.time(), time.perf_counter()
-            location = self.warehouse.joinpath(*table.parts())
-            dt = DeltaTable(str(location))
+            dt = self._open(table)
             files, size = _footprint(dt)
             report = TableReport(str(table), files, files, size, size, at=at)
             try:
-                self._maintain(table, location, dt, report, lease)
+                self._maintain(table, dt, report, lease)
             except LeaseLost as e:
                 report.error = str(e)
                 log.warning("maintenance lease lost", table=str(table))
             except Exception as e:
                 report.error = str(e)
                 log.error("maintenance failed", table=str(table), error=str(e))
-            report.files_after, report.bytes_after = _footprint(DeltaTable(str(location)))
+            report.files_after, report.bytes_after = _footprint(self._open(table))
             report.ms = (time.perf_counter() - started) * 1000
             self._publish(report)  # still under the lease: nobody else writes it now
             return report
 
+    def _open(self, table: TableName) -> DeltaTable:
+        return DeltaTable(
+            self.warehouse.join(*table.parts()), storage_options=self.warehouse.delta_options()
+        )
+
     def _maintain(
-        self, table: TableName, location: Path, dt: DeltaTable, report: TableReport, lease: Lease
+        self, table: TableName, dt: DeltaTable, report: TableReport, lease: Lease
     ) -> None:
+        files = Files(self.warehouse, *table.parts())
+        log_files = Files(self.warehouse, *table.parts(), "_delta_log")
         schema = schema_for_table(table.table)
         policy = self.policy
         now = self.clock()
@@ -196,7 +208,7 @@ class Maintainer:
         lease.check()
         report.compaction = compact(
             dt,
-            location,
+            files,
             schema,
             target_size=policy.target_file_size,
             min_age=policy.compact_min_age,
@@ -217,31 +229,38 @@ class Maintainer:
             )
         if (
             report.compaction is not None
-            or _commits_since_checkpoint(location, dt) >= CHECKPOINT_INTERVAL
+            or _commits_since_checkpoint(log_files, dt) >= CHECKPOINT_INTERVAL
         ):
             dt.create_checkpoint()  # opening the table reads it plus the commits after it
             self._action(table, "checkpoint", version=dt.version())
         if hourly:
             lease.check()
-            ledger = self.ledgers / f"{table}.json"
-            swept = vacuum(location, ledger, policy.vacuum_retention, now)
+            swept = vacuum(
+                files,
+                lambda: self._open(table),
+                self.ledgers,
+                f"{table}.json",
+                policy.vacuum_retention,
+                now,
+            )
             self._hourly_done[table] = now
             report.data_files_vacuumed = swept.deleted
             self._action(table, "vacuumed", files_removed=swept.deleted, waiting=swept.waiting)
         # Last: the snapshots loaded before it (ours too) refer to the log files it removes.
-        expired = expired_log_files(location / "_delta_log", now - policy.log_retention)
-        for path in expired:
-            path.unlink(missing_ok=True)
+        expired = expired_log_files(log_files, now - policy.log_retention)
+        for name in expired:
+            log_files.delete(name)
         report.log_files_removed = len(expired)
         if expired:
             self._action(table, "log cleaned up", files_removed=len(expired))
 
     def _publish(self, report: TableReport) -> None:
         """The table's last report, and its running totals, for every /readyz and /metrics."""
-        path = self.warehouse / "_maintenance" / "reports" / f"{report.table}.json"
+        reports = Files(self.warehouse, "_maintenance", "reports")
+        name = f"{report.table}.json"
         try:
-            totals = json.loads(path.read_text()).get("totals", {})
-        except (FileNotFoundError, ValueError):
+            totals = json.loads(reports.read(name) or b"").get("totals", {})
+        except ValueError:
             totals = {}
         done = {
             "passes": 1,
@@ -261,10 +280,7 @@ class Maintainer:
             "error": report.error,
             "totals": {k: totals.get(k, 0) + v for k, v in done.items()},
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{self.owner.replace(':', '-')}.tmp")
-        tmp.write_text(json.dumps(body))
-        os.replace(tmp, path)
+        reports.write(name, json.dumps(body).encode())  # whole or not at all
 
     def _apply_retention(
         self, table: TableName, dt: DeltaTable, schema: TableSchema, cutoff: float
@@ -285,13 +301,16 @@ class Maintainer:
         log.info(f"maintenance: {action}", table=str(table), **details)
 
 
-def maintenance_status(warehouse: Path) -> dict[str, dict[str, Any]]:
+def maintenance_status(warehouse: Warehouse) -> dict[str, dict[str, Any]]:
     """The last maintenance of each table of the warehouse, whoever did it."""
+    reports = Files(warehouse, "_maintenance", "reports")
     status = {}
-    for path in sorted((Path(warehouse) / "_maintenance" / "reports").glob("*.json")):
+    for entry in sorted(reports.children()[1], key=lambda e: e.path):
+        if not entry.path.endswith(".json"):
+            continue
         try:
-            status[path.stem] = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
+            status[entry.path.removesuffix(".json")] = json.loads(reports.read(entry.path) or b"")
+        except ValueError:
             continue
     return status
 
@@ -301,9 +320,9 @@ def _footprint(dt: DeltaTable) -> tuple[int, int]:
     return actions.num_rows, int(pc.sum(actions.column("size_bytes")).as_py() or 0)
 
 
-def _commits_since_checkpoint(location: Path, dt: DeltaTable) -> int:
+def _commits_since_checkpoint(log_files: Files, dt: DeltaTable) -> int:
     try:
-        last = json.loads((location / "_delta_log" / "_last_checkpoint").read_text())["version"]
-    except (FileNotFoundError, ValueError, KeyError):
+        last = json.loads(log_files.read("_last_checkpoint") or b"")["version"]
+    except (ValueError, KeyError):
         last = -1
     return dt.version() - int(last)

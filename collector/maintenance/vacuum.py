@@ -22,13 +22,14 @@ longer than the retention, never less.
 from __future__ import annotations
 
 import json
-import os
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 from deltalake import DeltaTable
+
+from collector.storage import Files
 
 __all__ = ["TOMBSTONE_RETENTION", "VacuumResult", "vacuum"]
 
@@ -43,44 +44,42 @@ class VacuumResult:
     waiting: int  # files out of the table, kept until they have been out for the retention
 
 
-def vacuum(location: Path, ledger: Path, retention: float, now: float) -> VacuumResult:
-    """Delete the files of the table at ``location`` that have been out of it for ``retention``
-    seconds, by the ledger at ``ledger`` (updated here)."""
+def vacuum(
+    table: Files,
+    open_table: Callable[[], DeltaTable],
+    ledgers: Files,
+    ledger: str,
+    retention: float,
+    now: float,
+) -> VacuumResult:
+    """Delete the files of a table (``table`` is rooted at its directory) that have been out of
+    it for ``retention`` seconds, by the ledger ``ledger`` of ``ledgers`` (updated here)."""
     # Listed before the table is opened: a file committed in between is then seen referenced.
-    files = _parquet_files(location, now - _WRITER_GRACE)
-    referenced = _referenced(DeltaTable(str(location)))
+    files = _parquet_files(table, now - _WRITER_GRACE)
+    referenced = _referenced(open_table())
     try:
-        since: dict[str, float] = json.loads(ledger.read_text())["out_since"]
-    except (FileNotFoundError, ValueError, KeyError):
+        since: dict[str, float] = json.loads(ledgers.read(ledger) or b"")["out_since"]
+    except (ValueError, KeyError):
         since = {}
     out = {name: since.get(name, now) for name in files if name not in referenced}
     due = [name for name, at in out.items() if at <= now - retention]
     for name in due:
-        (location / name).unlink(missing_ok=True)
+        table.delete(name)
         del out[name]
-    ledger.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ledger.with_name(f".{ledger.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"out_since": out}, separators=(",", ":")))
-    os.replace(tmp, ledger)
+    ledgers.write(ledger, json.dumps({"out_since": out}, separators=(",", ":")).encode())
     return VacuumResult(deleted=len(due), waiting=len(out))
 
 
-def _parquet_files(location: Path, written_before: float) -> list[str]:
-    """The data files under ``location`` (relative paths) last written before the given time;
-    not the log, nor anything else whose name starts with ``_`` or ``.``, as Delta has it."""
-    found = []
-    for root, dirs, names in os.walk(location):
-        dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
-        for name in names:
-            if name.startswith(("_", ".")) or not name.endswith(".parquet"):
-                continue
-            path = os.path.join(root, name)
-            try:
-                if os.stat(path).st_mtime < written_before:
-                    found.append(os.path.relpath(path, location))
-            except FileNotFoundError:
-                continue
-    return found
+def _parquet_files(table: Files, written_before: float) -> list[str]:
+    """The table's data files (relative paths) last written before the given time; not the
+    log, nor anything else whose name or directory starts with ``_`` or ``.``, as Delta has it."""
+    return [
+        entry.path
+        for entry in table.list()
+        if entry.path.endswith(".parquet")
+        and not any(part.startswith(("_", ".")) for part in entry.path.split("/"))
+        and entry.modified < written_before
+    ]
 
 
 def _referenced(dt: DeltaTable) -> set[str]:

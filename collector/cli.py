@@ -26,7 +26,7 @@ from collector.server import Collector
 from collector.signals import SIGNALS
 from collector.sink import DeltaSink
 from collector.tables import InvalidTableName, TableName, prefix_table
-from collector.wal import WalLocked
+from collector.wal import WalIdentityMismatch, WalLocked
 from collector.workers import START_FAILED, supervise
 
 log = structlog.get_logger("collector")
@@ -220,7 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "maintain":
             return _maintain(args)
         return _tables_create(args)
-    except (ConfigError, InvalidTableName, SchemaMismatch, TokensError, WalLocked) as e:
+    except (
+        ConfigError,
+        InvalidTableName,
+        SchemaMismatch,
+        TokensError,
+        WalLocked,
+        WalIdentityMismatch,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return START_FAILED
     except OSError as e:

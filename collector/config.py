@@ -128,6 +128,17 @@ def _storage_options(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _instance_id(value: Any) -> str | None:
+    if value is None or str(value) == "":
+        return None
+    text = str(value)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", text):
+        raise ConfigError(
+            f"{text!r} is not an instance id: letters, digits, '.', '_' and '-', at most 100"
+        )
+    return text
+
+
 def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
         # TOML gives typed values: a bool is an int to Python, and int(10.7) would truncate.
@@ -263,6 +274,13 @@ class Config:
         "write-ahead log directory, on local disk (default: <warehouse>/_wal; required with "
         "a warehouse on object storage)",
         "PATH",
+    )
+    instance_id: str | None = _setting(
+        None,
+        _instance_id,
+        "this collector's identity among the replicas sharing a warehouse: worker N commits "
+        "as ID-N (default: an id each WAL makes up once and keeps)",
+        "ID",
     )
     dedup_window: float = _setting(
         600.0,

@@ -53,6 +53,9 @@ class Collector:
                 wal_dir,
                 dedup_window=config.dedup_window,
                 host=self.host,
+                instance_id=None
+                if config.instance_id is None
+                else f"{config.instance_id}-{worker}",
             )
             if config.durability == "wal"
             else None

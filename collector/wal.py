@@ -58,6 +58,10 @@ class WalLocked(Exception):
     """Another live process owns the log directory."""
 
 
+class WalIdentityMismatch(Exception):
+    """The log was written under another instance id than the one asked for."""
+
+
 @dataclass(frozen=True)
 class WalRecord:
     lsn: int
@@ -103,6 +107,7 @@ class WriteAheadLog:
         dedup_window: float = 600.0,
         lock_timeout: float = LOCK_TIMEOUT,
         host: HostState | None = None,
+        instance_id: str | None = None,
     ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
@@ -112,7 +117,11 @@ class WriteAheadLog:
         self.host = host if dedup_window else None
         directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock(directory / "lock", lock_timeout)
-        self.instance_id = self._instance_id()
+        try:
+            self.instance_id = self._instance_id(instance_id)
+        except BaseException:
+            os.close(self._lock_fd)  # refused: the log is left to whoever may open it
+            raise
         self._segments: list[_Segment] = []
         self._committed: dict[TableName, int] = {}
         self._seen: dict[bytes, tuple[float, int]] = {}  # digest → (time, lsn)
@@ -125,18 +134,27 @@ class WriteAheadLog:
         self.error: str | None = None  # the last write or sync failure, for /readyz
         self._digests_swept = 0.0
 
-    def _instance_id(self) -> str:
-        """A stable identity for this log: the Delta transaction app id of its commits."""
+    def _instance_id(self, wanted: str | None) -> str:
+        """A stable identity for this log: the Delta transaction app id of its commits; the
+        one asked for, or one made up, when the log is new."""
         path = self.directory / "instance-id"
         try:
-            return path.read_text().strip()
+            stored = path.read_text().strip()
         except FileNotFoundError:
-            ident = f"otlp-delta-collector-{uuid.uuid4()}"
+            ident = wanted or f"otlp-delta-collector-{uuid.uuid4()}"
             tmp = path.with_suffix(".tmp")
             tmp.write_text(ident + "\n")
             os.replace(tmp, path)
             _fsync_dir(self.directory)
             return ident
+        if wanted is not None and wanted != stored:
+            # Its rows not yet committed would be committed again under the new app id, and
+            # the table's record of what the old one stored would be lost to it.
+            raise WalIdentityMismatch(
+                f"the write-ahead log {self.directory} belongs to instance {stored}, not "
+                f"{wanted}: start with that instance id, or give this one a new --wal-dir"
+            )
+        return stored
 
     # --- recovery ----------------------------------------------------------------------------
 

@@ -163,6 +163,7 @@ def test_setting_names() -> None:
         "max_buffer_bytes",
         "durability",
         "wal_dir",
+        "instance_id",
         "dedup_window",
         "shutdown_timeout",
         "tokens_file",

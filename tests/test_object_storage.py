@@ -94,6 +94,8 @@ def serve(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
           "--storage-option", "region"], "a storage option is KEY=VALUE"),
         (["--warehouse", "s3://no-such-bucket-here/wh", "--wal-dir", "{tmp}/wal"],
          "the bucket or container of s3://no-such-bucket-here/wh does not exist"),
+        (["--warehouse", "s3://bucket/wh", "--wal-dir", "{tmp}/wal", "--instance-id", "a b"],
+         "'a b' is not an instance id"),
     ],
 )  # fmt: skip
 def test_a_bad_storage_configuration_is_refused_with_its_reason(
@@ -212,6 +214,7 @@ def test_three_replicas_append_to_one_table_exactly_once(s3: S3, tmp_path: Path)
         interval = "30" if i == 1 else "0.2"
         return CollectorProcess(
             warehouse, "--wal-dir", str(tmp_path / f"wal-{i}"), "--flush-interval", interval,
+            "--instance-id", f"replica-{i}",
             "--maintenance", "on" if i == 0 else "off", "--compact-min-age", "0",
             "--maintenance-interval", "1", env=s3.env, log_dir=tmp_path / f"r{i}",
         )  # fmt: skip
@@ -251,9 +254,8 @@ def test_three_replicas_append_to_one_table_exactly_once(s3: S3, tmp_path: Path)
         dt = DeltaTable(uri)
         versions = sorted(entry["version"] for entry in dt.history())
         assert versions == list(range(versions[-1] + 1))  # contiguous: none lost, none twice
-        for i in range(3):  # each under its own identity, the WAL's
-            app_id = (tmp_path / f"wal-{i}" / "worker-0" / "instance-id").read_text().strip()
-            assert (dt.transaction_version(app_id) or 0) > 0, i
+        for i in range(3):  # each under its own identity: worker 0 of replica i
+            assert (dt.transaction_version(f"replica-{i}-0") or 0) > 0, i
     finally:
         for r in (replicas[0], replicas[2]):
             assert r.stop() == 0

@@ -13,7 +13,7 @@ import pytest
 from collector import wal as wal_module
 from collector.hoststate import HostState
 from collector.tables import TableName
-from collector.wal import WalLocked, WriteAheadLog
+from collector.wal import WalIdentityMismatch, WalLocked, WriteAheadLog
 
 LOGS = TableName("main", "agents", "cc_otel_logs")
 METRICS = TableName("main", "agents", "cc_otel_metrics")
@@ -198,3 +198,25 @@ def test_a_sibling_log_is_read_for_its_digests_while_its_owner_writes(tmp_path: 
     ]
     assert list(WriteAheadLog.scan(tmp_path, horizon=time.time() + 60)) == []
     owner.close()
+
+
+def test_a_log_keeps_the_instance_id_it_was_first_given(tmp_path: Path) -> None:
+    wal, _ = opened(tmp_path / "a", instance_id="replica-a-0")
+    assert wal.instance_id == "replica-a-0"
+    wal.write(LOGS, batch(1))
+    wal.close()
+    again, _ = opened(tmp_path / "a")  # not given: the log's own
+    assert again.instance_id == "replica-a-0"
+    again.close()
+    # Another id would commit the rows still in the log again, under another app id.
+    with pytest.raises(WalIdentityMismatch) as refused:
+        WriteAheadLog(tmp_path / "a", instance_id="replica-b-0")
+    assert str(refused.value) == (
+        f"the write-ahead log {tmp_path / 'a'} belongs to instance replica-a-0, not "
+        "replica-b-0: start with that instance id, or give this one a new --wal-dir"
+    )
+    made_up, _ = opened(tmp_path / "b")
+    assert made_up.instance_id.startswith("otlp-delta-collector-")
+    made_up.close()
+    right, _ = opened(tmp_path / "a", instance_id="replica-a-0")  # the refusal left no lock
+    right.close()

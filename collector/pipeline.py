@@ -180,7 +180,8 @@ class Pipeline:
         """Whether requests can be accepted now, and the state behind the answer (/readyz):
         this worker's, and what the other workers on the host last reported of theirs."""
         ready, body = self.own_health()
-        # Read here, on /readyz, not in the reports workers publish every second.
+        # As last read from the warehouse (every few seconds, see read_maintenance_status);
+        # not part of what the workers publish to each other every second.
         maintained = self.maintained
         if maintained:  # by whichever maintainer (serve's, cron's, a replica's)
             body["maintenance"] = {t: {k: v for k, v in r.items() if k != "totals"}

@@ -139,16 +139,13 @@ def _maintain(args: argparse.Namespace) -> int:
 
 def _add_setting(parser: argparse.ArgumentParser, f: dataclasses.Field[Any]) -> None:
     """The flag of a setting; one of KEY=VALUE pairs is given once per pair."""
-    metavar = f.metadata["metavar"]
+    flag, metavar, text = "--" + f.name.replace("_", "-"), f.metadata["metavar"], f.metadata["help"]
     if metavar == "BOOL":
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="store_const",
-                            const=True, help=f.metadata["help"])  # fmt: skip
+        parser.add_argument(flag, dest=f.name, action="store_const", const=True, help=text)
     elif metavar == "KEY=VALUE":
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action="append",
-                            metavar=metavar, help=f.metadata["help"])  # fmt: skip
+        parser.add_argument(flag, dest=f.name, action="append", metavar=metavar, help=text)
     else:
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, metavar=metavar,
-                            help=_help(f.metadata["help"], f.default))  # fmt: skip
+        parser.add_argument(flag, dest=f.name, metavar=metavar, help=_help(text, f.default))
 
 
 def _help(text: str, default: object) -> str:

@@ -82,17 +82,28 @@ def parse_duration(text: str | float) -> float:
     return float(m.group(1)) * _SECONDS[(m.group(2) or "").lower()]
 
 
+def _pairs(value: Any, malformed: Callable[[str], str]) -> list[tuple[str, Any]]:
+    """``KEY=VALUE`` pairs from a TOML table, a list (a flag given several times), or text:
+    one pair a line, or pairs split by commas when it has one line."""
+    if isinstance(value, dict):
+        return [(str(k), v) for k, v in value.items()]
+    if isinstance(value, list | tuple):
+        items = [str(i) for i in value]
+    else:
+        text = str(value)
+        items = text.split("\n" if "\n" in text else ",")
+    pairs = []
+    for item in filter(None, (i.strip() for i in items)):
+        key, sep, v = item.partition("=")
+        if not sep:
+            raise ConfigError(malformed(item))
+        pairs.append((key.strip(), v.strip()))
+    return pairs
+
+
 def _retention(value: Any) -> tuple[tuple[str, float], ...]:
     """``logs=90d,metrics=400d`` (or a TOML table of the same): (table kind, seconds) pairs."""
-    if isinstance(value, dict):
-        pairs = list(value.items())
-    else:
-        pairs = []
-        for part in filter(None, (p.strip() for p in str(value).split(","))):
-            kind, sep, duration = part.partition("=")
-            if not sep:
-                raise ConfigError(f"{part!r} is not KIND=DURATION (e.g. logs=90d)")
-            pairs.append((kind.strip(), duration.strip()))
+    pairs = _pairs(value, lambda part: f"{part!r} is not KIND=DURATION (e.g. logs=90d)")
     kinds = sorted(s.kind for s in schemas_by_suffix().values())
     out: dict[str, float] = {}
     for kind, duration in pairs:
@@ -108,24 +119,12 @@ def _retention(value: Any) -> tuple[tuple[str, float], ...]:
 
 
 def _storage_options(value: Any) -> tuple[tuple[str, str], ...]:
-    """``KEY=VALUE`` pairs: a flag given several times, a variable of lines or commas, or a TOML
-    table."""
-    if isinstance(value, dict):
-        pairs = [(str(k), str(v)) for k, v in value.items()]
-    else:
-        text = str(value)
-        # A variable holds one pair a line, or pairs split by commas when it has one line.
-        items = (
-            value if isinstance(value, list | tuple) else text.split("\n" if "\n" in text else ",")
-        )
-        pairs = []
-        for item in filter(None, (str(i).strip() for i in items)):
-            key, sep, v = item.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"a storage option is KEY=VALUE (e.g. aws_region=eu-west-1), "
-                                  f"got {key.strip() or item[:1] + '…'!r}")  # fmt: skip
-            pairs.append((key.strip(), v.strip()))
-    return tuple(pairs)
+    # The text is not echoed: a value given alone may be a secret.
+    pairs = _pairs(value, lambda _: "a storage option is KEY=VALUE (e.g. aws_region=eu-west-1)")
+    for key, _ in pairs:
+        if not key:
+            raise ConfigError("a storage option is KEY=VALUE: the key is empty")
+    return tuple((key, str(v)) for key, v in pairs)
 
 
 def _instance_id(value: Any) -> str | None:

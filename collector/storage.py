@@ -9,8 +9,8 @@ through obstore, the Python face of the same Rust ``object_store`` crate, so tha
 same variables (``AWS_*``, ``AZURE_STORAGE_*``, ``GOOGLE_*``) and the same ``--storage-option
 KEY=VALUE`` pairs with the same meaning.
 
-Option values may be secrets: they are never logged, and :meth:`Warehouse.redact` removes them
-from any error text before it is shown.
+Option values may be secrets: they are never logged, and :mod:`collector.redaction` removes
+them from any error text before it is shown.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ class Warehouse:
         text = os.fspath(value).strip()
         if not text:
             raise ValueError("the warehouse is empty: give a directory or a URI such as s3://b/p")
-        scheme = urllib.parse.urlsplit(text).scheme.lower() if "://" in text else ""
+        parts = urllib.parse.urlsplit(text)
+        scheme = parts.scheme.lower() if "://" in text else ""
         if scheme in ("", "file"):
             if options:
                 raise ValueError("storage options apply to object storage, not a local warehouse")
@@ -81,7 +82,6 @@ class Warehouse:
             raise ValueError(
                 f"unknown warehouse scheme {scheme}:// (use a path, s3://, az://, abfss:// or gs://)"
             )
-        parts = urllib.parse.urlsplit(text)
         if not parts.netloc:
             raise ValueError(f"the warehouse URI {text} names no bucket or container")
         if parts.query or parts.fragment:
@@ -97,7 +97,7 @@ class Warehouse:
             raise
         except BaseException as e:  # obstore reports some bad options by a Rust panic
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ValueError(f"warehouse {text}: {warehouse.redact(first)}") from None
+            raise ValueError(f"warehouse {text}: {redact_secrets(first)}") from None
         return warehouse
 
     @property
@@ -145,7 +145,7 @@ class Warehouse:
         try:
             Files(self).children()
         except Exception as e:
-            text = self.redact(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            text = redact_secrets(str(e).splitlines()[0] if str(e) else type(e).__name__)
             if re.search(r"NoSuchBucket|ContainerNotFound|bucket does not exist|"
                          r"specified container does not exist", str(e), re.I):  # fmt: skip
                 raise ValueError(f"the bucket or container of {self.uri} does not exist") from None
@@ -154,9 +154,6 @@ class Warehouse:
 
     def delta_options(self) -> dict[str, str] | None:
         return dict(self.options) or None
-
-    def redact(self, text: str) -> str:
-        return redact_secrets(text)
 
 
 class Files:

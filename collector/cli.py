@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 def _maintain(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in MAINTENANCE_SETTINGS}
     config = Config.load(flags, os.environ, args.config or os.environ.get(ENV_PREFIX + "CONFIG"))
-    config.check()
+    config.check(serving=False)
     configure_logging(config.log_format, config.log_level)
     config.probe_warehouse()
     maintainer = Maintainer(config.location, MaintenancePolicy.from_config(config))

@@ -409,10 +409,11 @@ class Config:
         "info", _choice("debug", "info", "warning", "error"), "least severe level logged", "LEVEL"
     )
 
-    def check(self) -> None:
-        """Refuse settings that would run insecurely or cannot work together."""
+    def check(self, serving: bool = True) -> None:
+        """Refuse settings that would run insecurely or cannot work together; ``serving``:
+        for ``serve``, which keeps a WAL (``maintain`` keeps none)."""
         self.location  # noqa: B018 (raises on a warehouse it cannot use)
-        if self.durability == "wal":
+        if serving and self.durability == "wal":
             self.wal_directory  # noqa: B018 (raises when a remote warehouse has no --wal-dir)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together: give both or neither")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import structlog
 
-from collector.redaction import redact_secrets
+from collector.redaction import error_text
 from collector.tables import TableName
 
 __all__ = ["Buffers", "Entry", "FlushPolicy", "TableState"]
@@ -176,7 +176,7 @@ class Buffers:
                 buf.state.flushing_since = None
                 buf.put_back(entries, since)
                 buf.state.failures += 1
-                buf.state.last_error = redact_secrets(str(e))  # shown by /readyz
+                buf.state.last_error = error_text(e)  # shown by /readyz
                 # Retry after 1, 2, 4… flush intervals, at most 30 s.
                 delay = min(self.policy.interval * 2.0 ** (buf.state.failures - 1), 30.0)
                 buf.retry_at = time.monotonic() + delay
@@ -209,6 +209,7 @@ class Buffers:
                 rows=rows,
                 bytes=nbytes,
                 version=version,
+                txn_version=entries[-1][0],  # what the commit's txn action records for us
                 ms=round((time.perf_counter() - started) * 1000, 1),
             )
             return True

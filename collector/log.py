@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from collector.redaction import redact_secrets
+from collector.redaction import error_text
 
 __all__ = ["configure_logging", "redact"]
 
@@ -25,7 +25,7 @@ def redact(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, str):
             if "earer" in value:
                 value = _BEARER.sub(r"\1[redacted]", value)
-            event[key] = redact_secrets(value)  # an object store's error may quote one
+            event[key] = error_text(value)  # an object store's error may quote a secret
     return event
 
 

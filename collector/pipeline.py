@@ -25,6 +25,7 @@ from collector.errors import InvalidArgument, Unavailable
 from collector.flatten import DEFAULT_LIMITS, Flattened, Limits, MalformedValue
 from collector.hoststate import STALE_AFTER, HostState
 from collector.maintenance import maintenance_status
+from collector.redaction import error_text
 from collector.schema import SchemaMismatch, TableSchema, schema_for_table
 from collector.selfmetrics import SelfMetrics
 from collector.signals import Signal
@@ -301,5 +302,6 @@ class Pipeline:
             # The warehouse cannot be reached or written (permissions, disk, object store):
             # our trouble, not the client's, and it may pass.
             raise Unavailable(
-                f"storage unavailable for table {table}: {e}", retry_after=self.buffers.retry_after
+                f"storage unavailable for table {table}: {error_text(e)}",
+                retry_after=self.buffers.retry_after,
             ) from None

@@ -10,12 +10,14 @@ import os
 import re
 from collections.abc import Mapping
 
-__all__ = ["redact_secrets", "register_secrets"]
+__all__ = ["error_text", "redact_secrets", "register_secrets"]
 
 # Keys whose values must never be shown, in storage options and in the environment.
 _SECRET_KEY = re.compile(r"SECRET|KEY|TOKEN|PASSWORD|SAS|SIGNATURE|CREDENTIAL|CONNECTION", re.I)
 _ENV_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_")
 _registered: set[str] = set()
+# delta-rs colours the causes of its errors for a terminal.
+_TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def register_secrets(options: Mapping[str, str]) -> None:
@@ -33,3 +35,9 @@ def redact_secrets(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "[redacted]")
     return text
+
+
+def error_text(error: BaseException | str) -> str:
+    """An error as shown in /readyz, an answer or a log line: no secret, no terminal colours."""
+    text = str(error) or (type(error).__name__ if isinstance(error, BaseException) else "")
+    return redact_secrets(_TERMINAL_ESCAPE.sub("", text))

@@ -102,6 +102,10 @@ class DeltaSink:
         self._files = None if self.warehouse.is_local else Files(self.warehouse)
         self.app_id = app_id
         self._tables: dict[TableName, DeltaTable] = {}
+        # Tables found (or made) with the DDL's schema by this process. A table object is
+        # dropped when the store fails; the table stays checked, so that requests for it go on
+        # into the WAL while the store is away.
+        self._checked: set[TableName] = set()
         # The transaction version of our last commit to each table in this process: if the
         # table ever shows another one, someone else commits as us.
         self._ours: dict[TableName, int] = {}
@@ -130,7 +134,7 @@ class DeltaSink:
         return DeltaTable(self.uri(table), storage_options=self.warehouse.delta_options())
 
     def is_ready(self, table: TableName) -> bool:
-        return table in self._tables
+        return table in self._checked
 
     def ensure(self, table: TableName, schema: TableSchema) -> bool:
         """Open the table, creating it from the DDL if missing; True if it was created.
@@ -165,6 +169,7 @@ class DeltaSink:
                         raise create_error from None
             schema.check_delta_schema(dt.schema().to_json())
             self._tables[table] = dt
+            self._checked.add(table)
             self._loaded_at[table] = dt.version()
             return created
 
@@ -238,7 +243,8 @@ class DeltaSink:
         )
         return IdentityConflict(
             f"table {table}: another writer commits under app id {self.app_id} ({detail}); "
-            "each collector process needs a WAL of its own"
+            "each collector process needs a WAL of its own, and the store must honour "
+            "conditional writes (else commits overwrite each other)"
         )
 
     def _commit(
@@ -283,7 +289,7 @@ class DeltaSink:
             interval = int(dt.metadata().configuration[CHECKPOINT_INTERVAL_PROPERTY])
         except (KeyError, ValueError):
             interval = CHECKPOINT_INTERVAL
-        if interval <= 0 or version % interval:
+        if interval <= 0 or version == 0 or version % interval:
             return
         try:
             dt.create_checkpoint()

@@ -29,7 +29,7 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, NotFoundError
 from obstore.store import LocalStore, from_url
 
-from collector.redaction import redact_secrets, register_secrets
+from collector.redaction import error_text, register_secrets
 
 __all__ = ["Entry", "Files", "Warehouse"]
 
@@ -97,7 +97,7 @@ class Warehouse:
             raise
         except BaseException as e:  # obstore reports some bad options by a Rust panic
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ValueError(f"warehouse {text}: {redact_secrets(first)}") from None
+            raise ValueError(f"warehouse {text}: {error_text(first)}") from None
         return warehouse
 
     @property
@@ -145,7 +145,7 @@ class Warehouse:
         try:
             Files(self).children()
         except Exception as e:
-            text = redact_secrets(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            text = error_text(str(e).splitlines()[0] if str(e) else type(e).__name__)
             if re.search(r"NoSuchBucket|ContainerNotFound|bucket does not exist|"
                          r"specified container does not exist", str(e), re.I):  # fmt: skip
                 raise ValueError(f"the bucket or container of {self.uri} does not exist") from None

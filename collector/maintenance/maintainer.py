@@ -27,7 +27,7 @@ from collector.maintenance.compaction import Compaction, compact, maintenance_co
 from collector.maintenance.lease import Lease, LeaseLost
 from collector.maintenance.logcleanup import expired_log_files
 from collector.maintenance.vacuum import TOMBSTONE_PROPERTY, TOMBSTONE_RETENTION, vacuum
-from collector.redaction import redact_secrets
+from collector.redaction import error_text
 from collector.schema import TableSchema, schema_for_table
 from collector.sink import CHECKPOINT_INTERVAL, COMMIT_HOOKS
 from collector.storage import Files, Warehouse
@@ -171,7 +171,7 @@ class Maintainer:
                 report.error = str(e)
                 log.warning("maintenance lease lost", table=str(table))
             except Exception as e:
-                report.error = redact_secrets(str(e))  # published for every /readyz
+                report.error = error_text(e)  # published for every /readyz
                 log.error("maintenance failed", table=str(table), error=str(e))
             report.files_after, report.bytes_after = _footprint(self._open(table))
             report.ms = (time.perf_counter() - started) * 1000

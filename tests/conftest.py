@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,28 @@ CAPTURES = ROOT.parent / "shared" / "captures"
 # The explicit bucket bounds OpenTelemetry SDKs use by default (Codex CLI too, for most metrics).
 DEFAULT_BOUNDS = [0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0,
                   1000.0, 2500.0, 5000.0, 7500.0, 10000.0]  # fmt: skip
+
+
+NODE_DIR = ROOT / "tests" / "node"
+
+
+def node_modules() -> str:
+    """``node``, with ``tests/node/node_modules`` installed from its lock file by ``npm ci`` when
+    missing or stale (the OpenTelemetry JS SDK, Azurite)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.fail("node and npm must be on PATH (CI has them)")
+    lock = NODE_DIR / "package-lock.json"
+    # npm rewrites node_modules/.package-lock.json on every install: its age is the install's.
+    installed = NODE_DIR / "node_modules" / ".package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.fail(f"npm ci failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return node
 
 
 def free_port() -> int:

@@ -38,7 +38,8 @@ def _normalise(value: Any, delta_type: Any) -> Any:
 
 
 def read_polars(path: Path | str) -> list[dict[str, Any]]:
-    """``path``: a table's directory, or its s3:// URI (credentials from the AWS_* variables)."""
+    """``path``: a table's directory, or its s3:// or az:// URI (credentials from the
+    environment)."""
     schema = json.loads(DeltaTable(str(path)).schema().to_json())
     frame = pl.read_delta(str(path))
     return [_normalise(row, schema) for row in frame.to_dicts()]
@@ -52,13 +53,16 @@ def _extension(name: str) -> str:
     return found[0]
 
 
-def duckdb_with_delta(s3: bool = False) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the delta extension loaded (from the pip package); with ``s3``,
-    httpfs too and a secret from the AWS_* variables (an endpoint on loopback: moto's)."""
+def duckdb_with_delta(location: str = "") -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the delta extension loaded (from the pip package), and for a
+    table on object storage the extension and secret that reach it: httpfs and the AWS_*
+    variables for s3:// (moto's endpoint), azure and Azurite's connection string for az://."""
+    scheme = location.split("://", 1)[0] if "://" in location else ""
     con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-    for name in ("httpfs", "delta") if s3 else ("delta",):
+    store_extension = {"s3": ["httpfs"], "az": ["azure"]}.get(scheme, [])
+    for name in [*store_extension, "delta"]:
         con.execute(f"LOAD '{_extension(name)}'")
-    if s3:
+    if scheme == "s3":
         endpoint = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL"])
         con.execute(
             "CREATE SECRET (TYPE s3, KEY_ID $key, SECRET $secret, REGION $region, "
@@ -71,11 +75,18 @@ def duckdb_with_delta(s3: bool = False) -> duckdb.DuckDBPyConnection:
                 "ssl": endpoint.scheme == "https",
             },
         )
+    elif scheme == "az":
+        from tests.emulators import azure_connection_string
+
+        con.execute(
+            "CREATE SECRET (TYPE azure, CONNECTION_STRING $c)",
+            {"c": azure_connection_string(dict(os.environ))},
+        )
     return con
 
 
 def read_duckdb(path: Path | str) -> list[dict[str, Any]]:
-    con = duckdb_with_delta(s3=str(path).startswith("s3://"))
+    con = duckdb_with_delta(str(path))
     try:
         cursor = con.execute("SELECT * FROM delta_scan(?)", [str(path)])
         names = [d[0] for d in cursor.description]

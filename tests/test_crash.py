@@ -72,38 +72,59 @@ def _kills(workers: int) -> int:
     return int(os.environ.get("CRASH_KILLS", default))
 
 
+class Ledger:
+    """What the senders sent and what the collector acknowledged, by record id."""
+
+    def __init__(self) -> None:
+        self.sent: set[str] = set()
+        self.acked: set[str] = set()
+        self.running = threading.Event()
+        self.running.set()
+        self._lock = threading.Lock()
+
+    def send(self, url: str, table: str, sender: int) -> None:
+        """Export batches to ``url`` with the real OTLP/HTTP exporter until told to stop."""
+        exporter = OTLPLogExporter(
+            endpoint=url,
+            headers={"X-Databricks-UC-Table-Name": table},
+            timeout=60,  # the exporter's own retries ride out the restarts
+        )
+        number = 0
+        while self.running.is_set():
+            batch = _batch(sender, number)
+            number += 1
+            rids = {r.log_record.attributes["rid"] for r in batch}
+            with self._lock:
+                self.sent.update(rids)
+            if exporter.export(batch) is LogRecordExportResult.SUCCESS:
+                with self._lock:
+                    self.acked.update(rids)
+            time.sleep(random.uniform(0, 0.02))
+        exporter.shutdown()
+
+    def check(self, rows: list[dict], what: str) -> None:
+        """Every acknowledged record in ``rows`` exactly once, nothing that was not sent."""
+        found = Counter(r["attributes"]["rid"] for r in rows)
+        duplicated = {rid for rid, n in found.items() if n > 1}
+        lost = self.acked - set(found)
+        print(
+            f"\n{what}: sent={len(self.sent)} acknowledged={len(self.acked)} "
+            f"found={len(found)} lost={len(lost)} duplicated={len(duplicated)}"
+        )
+        assert not lost, f"{len(lost)} acknowledged records lost, e.g. {sorted(lost)[:5]}"
+        assert not duplicated, f"{len(duplicated)} stored twice, e.g. {sorted(duplicated)[:5]}"
+        assert set(found) <= self.sent
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_loses_and_duplicates_no_acknowledged_record(tmp_path: Path, workers: int) -> None:
     ports = (free_port(), free_port())
     warehouse = tmp_path / "warehouse"
     args = (*ARGS, "--workers", str(workers))
-    acked: set[str] = set()
-    sent: set[str] = set()
-    lock = threading.Lock()
-    sending = threading.Event()
-    sending.set()
-
-    def sender(s: int) -> None:
-        exporter = OTLPLogExporter(
-            endpoint=f"http://127.0.0.1:{ports[0]}/v1/logs",
-            headers={"X-Databricks-UC-Table-Name": TABLE},
-            timeout=60,  # the exporter's own retries ride out the restarts
-        )
-        number = 0
-        while sending.is_set():
-            batch = _batch(s, number)
-            number += 1
-            rids = {r.log_record.attributes["rid"] for r in batch}
-            with lock:
-                sent.update(rids)
-            if exporter.export(batch) is LogRecordExportResult.SUCCESS:
-                with lock:
-                    acked.update(rids)
-            time.sleep(random.uniform(0, 0.02))
-        exporter.shutdown()
-
-    threads = [threading.Thread(target=sender, args=(s,)) for s in range(SENDERS)]
+    ledger = Ledger()
+    url = f"http://127.0.0.1:{ports[0]}/v1/logs"
+    threads = [threading.Thread(target=ledger.send, args=(url, TABLE, s)) for s in range(SENDERS)]
     for t in threads:
         t.start()
     rnd = random.Random(20261201 + workers)
@@ -117,7 +138,7 @@ def test_sigkill_loses_and_duplicates_no_acknowledged_record(tmp_path: Path, wor
         proc = CollectorProcess(warehouse, *args, ports=ports)
         time.sleep(2)  # the exporters' retries land on the last run
     finally:
-        sending.clear()
+        ledger.running.clear()
         for t in threads:
             t.join(timeout=120)
     # A clean stop flushes what the last run holds; one more start replays anything left.
@@ -137,20 +158,10 @@ def test_sigkill_loses_and_duplicates_no_acknowledged_record(tmp_path: Path, wor
     assert sorted(r["attributes"]["rid"] for r in rows) == sorted(
         r["attributes"]["rid"] for r in read_duckdb(path)
     )
-    found = Counter(r["attributes"]["rid"] for r in rows)
-    duplicated = {rid for rid, n in found.items() if n > 1}
-    lost = acked - set(found)
-    print(
-        f"\ncrash test, {workers} worker(s): kills={kills} sent={len(sent)} "
-        f"acknowledged={len(acked)} found={len(found)} lost={len(lost)} "
-        f"duplicated={len(duplicated)}"
-    )
-    assert not lost, f"{len(lost)} acknowledged records lost, e.g. {sorted(lost)[:5]}"
-    assert not duplicated, f"{len(duplicated)} records stored twice, e.g. {sorted(duplicated)[:5]}"
-    assert set(found) <= sent
-    assert len(acked) > 1000  # the collector served between the kills
+    ledger.check(rows, f"crash test, {workers} worker(s), kills={kills}")
+    assert len(ledger.acked) > 1000  # the collector served between the kills
     # Each stored row is the one that was sent: its values, not only its id.
     by_rid = {r["attributes"]["rid"]: r for r in rows}
-    sample = by_rid[min(acked)]
+    sample = by_rid[min(ledger.acked)]
     assert sample["body"] == "claude_code.api_request"
-    assert sample["attributes"]["session.id"] == f"session-{min(acked).split('-')[0]}"
+    assert sample["attributes"]["session.id"] == f"session-{min(ledger.acked).split('-')[0]}"

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, CollectorProcess, wait_for_rows
+from tests.conftest import NODE_DIR, CollectorProcess, node_modules, wait_for_rows
 from tests.readers import read_both
-
-NODE_DIR = ROOT / "tests" / "node"
 
 # The constants of send.mjs: change both together.
 TRACE_ID = "5b8efff798038103d269b633813fc60c"
@@ -72,18 +69,7 @@ def _run(args: list[str], timeout: float, **kwargs: Any) -> subprocess.Completed
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    """``node``, with ``tests/node/node_modules`` installed from the lock file by ``npm ci``."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail("node and npm must be on PATH for the Node.js SDK test (CI has them)")
-    lock = NODE_DIR / "package-lock.json"
-    # npm rewrites node_modules/.package-lock.json on every install: its age is the install's.
-    installed = NODE_DIR / "node_modules" / ".package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        done = _run([npm, "ci", "--no-audit", "--no-fund"], timeout=300, cwd=NODE_DIR)
-        if done.returncode != 0:
-            pytest.fail(f"npm ci failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return node
+    return node_modules()
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,20 @@ DEFAULT_BOUNDS = [0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0,
 
 
 NODE_DIR = ROOT / "tests" / "node"
+# Credentials of the emulators the suite started (tests/emulators.py): none may appear in any
+# log a collector wrote, in any test.
+SECRETS: set[str] = set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    yield
+    leaked = [
+        str(path)
+        for path in tmp_path_factory.getbasetemp().rglob("*.log")
+        if any(secret in path.read_text(errors="replace") for secret in SECRETS)
+    ]
+    assert not leaked, f"a storage secret is in these logs: {leaked}"
 
 
 def node_modules() -> str:

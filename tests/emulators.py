@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tests.conftest import NODE_DIR, free_port, node_modules
+from tests.conftest import NODE_DIR, SECRETS, free_port, node_modules
 
 _MOTO = """
 import sys
@@ -114,6 +114,7 @@ def moto_s3() -> Iterator[Store]:
         endpoint = f"http://127.0.0.1:{port}"
         _wait_http(endpoint + "/moto-api/")
         secret = f"moto-secret-{uuid.uuid4().hex}"
+        SECRETS.add(secret)
         env = {
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_ACCESS_KEY_ID": "moto-access-key",
@@ -134,6 +135,7 @@ def azurite() -> Iterator[Store]:
     node = node_modules()
     port = free_port()
     key = base64.b64encode(os.urandom(32)).decode()
+    SECRETS.add(key)
     with tempfile.TemporaryDirectory(prefix="azurite-") as data:
         proc = subprocess.Popen(
             [node, str(NODE_DIR / "node_modules" / "azurite" / "dist" / "src" / "blob" / "main.js"),

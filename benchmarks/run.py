@@ -30,6 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 from google.protobuf.json_format import MessageToDict
 
 from benchmarks import ceilings, loadgen
@@ -68,10 +69,21 @@ def _otlp_json(r: Request) -> bytes:
 
 
 class Collector:
-    def __init__(self, workers: int, warehouse: Path) -> None:
+    """``serve`` on ``warehouse`` (a directory or a URI) with the benchmark's settings and
+    ``extra`` arguments, logging to ``log``."""
+
+    def __init__(
+        self,
+        workers: int,
+        warehouse: Path | str,
+        *extra: str,
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.http_port, self.grpc_port = _free_port(), _free_port()
         self.warehouse = warehouse
-        self.log = open(warehouse.parent / "collector.log", "ab")
+        self.log_path = log or Path(warehouse).parent / "collector.log"
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -86,24 +98,24 @@ class Collector:
                 str(warehouse),
                 "--workers",
                 str(workers),
-                "--flush-interval",
-                "1",
                 "--dedup-window",
                 "0",
                 "--log-format",
                 "json",
                 "--max-concurrent-requests",
                 "1024",
+                *extra,
+                *(() if "--flush-interval" in extra else ("--flush-interval", "1")),
             ],
             cwd=ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
         self.workers = workers
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            text = (warehouse.parent / "collector.log").read_text()
-            if text.count('"collector started"') >= workers:
+            if self.log_path.read_text().count('"collector started"') >= workers:
                 return
             time.sleep(0.1)
         raise RuntimeError("collector did not start")
@@ -121,11 +133,7 @@ class Collector:
         return pids
 
     def cpu_seconds(self) -> float:
-        total = 0
-        for pid in self.pids():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / _TICK
+        return sum(process_cpu_seconds(pid) for pid in self.pids())
 
     def peak_rss(self) -> int:
         """Largest peak RSS of one collector process (worker), bytes."""
@@ -142,17 +150,26 @@ class Collector:
         self.log.close()
 
 
-def _committed(warehouse: Path, tables: set[str]) -> int:
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def committed(warehouse: Path | str, tables: set[str]) -> int:
+    """Records in the tables, by their add actions' statistics."""
     total = 0
     for table in tables:
-        path = warehouse.joinpath(*table.split("."))
-        if (path / "_delta_log").is_dir():
-            actions = pa.table(DeltaTable(str(path)).get_add_actions(flatten=True))
-            total += pc.sum(actions.column("num_records")).as_py() or 0
+        try:
+            dt = DeltaTable(f"{warehouse}/{table.replace('.', '/')}")
+        except TableNotFoundError:
+            continue
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        total += pc.sum(actions.column("num_records")).as_py() or 0
     return total
 
 
-def _load(jobs: list[loadgen.Job]) -> list[loadgen.Result]:
+def load(jobs: list[loadgen.Job]) -> list[loadgen.Result]:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(len(jobs)) as pool:
         return pool.map(loadgen.run, jobs)
@@ -203,13 +220,13 @@ def measure(
                 rate=rate,
             )
 
-        warm = _load([job(1.0, None)])[0]
-        while _committed(collector.warehouse, tables) < warm.records:
+        warm = load([job(1.0, None)])[0]
+        while committed(collector.warehouse, tables) < warm.records:
             time.sleep(0.05)
         cpu0 = collector.cpu_seconds()
-        results = _load([job(args.duration, None) for _ in range(args.generators)])
+        results = load([job(args.duration, None) for _ in range(args.generators)])
         target = warm.records + sum(r.records for r in results)
-        while _committed(collector.warehouse, tables) < target:
+        while committed(collector.warehouse, tables) < target:
             time.sleep(0.02)
         done = time.time()
         cpu = collector.cpu_seconds() - cpu0
@@ -217,8 +234,8 @@ def measure(
         records = sum(r.records for r in results)
         latencies = sorted(x for r in results for x in r.latencies_ms)
         rate = sum(r.requests for r in results) / args.duration / 2  # half the saturating load
-        half = _load([job(max(args.duration / 2, 2.0), rate)])[0]
-        while _committed(collector.warehouse, tables) < target + half.records:
+        half = load([job(max(args.duration / 2, 2.0), rate)])[0]
+        while committed(collector.warehouse, tables) < target + half.records:
             time.sleep(0.05)
         half_lat = sorted(half.latencies_ms)
         errors: dict[str, int] = {}

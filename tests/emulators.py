@@ -51,6 +51,7 @@ class Store:
     port: int
     env: dict[str, str]  # what a process needs to reach it: the standard variables
     secret: str  # a value to grep for: it must never appear in a log line, an error or an answer
+    pid: int = 0  # the emulator's process
 
     def warehouse(self, prefix: str = "wh") -> str:
         """A warehouse URI in a new, empty bucket or container."""
@@ -122,7 +123,7 @@ def moto_s3() -> Iterator[Store]:
             "AWS_REGION": "us-east-1",
             "AWS_ALLOW_HTTP": "true",
         }
-        yield Store("s3", "s3", port, env, secret)
+        yield Store("s3", "s3", port, env, secret, proc.pid)
     finally:
         proc.kill()
         proc.wait()
@@ -153,7 +154,7 @@ def azurite() -> Iterator[Store]:
                 "AZURE_STORAGE_ACCOUNT_NAME": AZURITE_ACCOUNT,
                 "AZURE_STORAGE_ACCOUNT_KEY": key,
             }
-            yield Store("azure", "az", port, env, key)
+            yield Store("azure", "az", port, env, key, proc.pid)
         finally:
             proc.kill()
             proc.wait()

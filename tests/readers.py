@@ -37,11 +37,17 @@ def _normalise(value: Any, delta_type: Any) -> Any:
     return value
 
 
+def polars_credentials(path: Path | str) -> Any:
+    """polars' ``credential_provider`` for ``path``: on GCS it would ask google-auth for
+    credentials of its own, while the GOOGLE_* variables hold them."""
+    return None if str(path).startswith("gs://") else "auto"
+
+
 def read_polars(path: Path | str) -> list[dict[str, Any]]:
-    """``path``: a table's directory, or its s3:// or az:// URI (credentials from the
+    """``path``: a table's directory, or its s3://, az:// or gs:// URI (credentials from the
     environment)."""
     schema = json.loads(DeltaTable(str(path)).schema().to_json())
-    frame = pl.read_delta(str(path))
+    frame = pl.read_delta(str(path), credential_provider=polars_credentials(path))
     return [_normalise(row, schema) for row in frame.to_dicts()]
 
 

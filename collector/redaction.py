@@ -37,7 +37,10 @@ def redact_secrets(text: str) -> str:
     return text
 
 
-def error_text(error: BaseException | str) -> str:
-    """An error as shown in /readyz, an answer or a log line: no secret, no terminal colours."""
+def error_text(error: BaseException | str, first_line: bool = False) -> str:
+    """An error as shown in /readyz, an answer or a log line: no secret, no terminal colours;
+    with ``first_line``, its first line only (a Rust error's chain of causes follows it)."""
     text = str(error) or (type(error).__name__ if isinstance(error, BaseException) else "")
+    if first_line:
+        text = text.splitlines()[0]
     return redact_secrets(_TERMINAL_ESCAPE.sub("", text))

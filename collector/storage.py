@@ -96,8 +96,7 @@ class Warehouse:
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:  # obstore reports some bad options by a Rust panic
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ValueError(f"warehouse {text}: {error_text(first)}") from None
+            raise ValueError(f"warehouse {text}: {error_text(e, first_line=True)}") from None
         return warehouse
 
     @property
@@ -145,7 +144,7 @@ class Warehouse:
         try:
             Files(self).children()
         except Exception as e:
-            text = error_text(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            text = error_text(e, first_line=True)
             if re.search(r"NoSuchBucket|ContainerNotFound|bucket does not exist|"
                          r"specified container does not exist", str(e), re.I):  # fmt: skip
                 raise ValueError(f"the bucket or container of {self.uri} does not exist") from None

@@ -1,4 +1,5 @@
-"""``python -m collector``: ``serve``, ``maintain``, ``tables create`` and ``tokens add``."""
+"""``python -m collector``: ``serve``, ``maintain``, ``tables create``, ``tokens add`` and
+``health``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import structlog
 from collector import process
 from collector.auth import TokensError, add_token
 from collector.config import ENV_PREFIX, Config, ConfigError
+from collector.health import HEALTH_SETTINGS, check_ready, readiness_url
 from collector.log import configure_logging
 from collector.maintenance import Maintainer, MaintenancePolicy, TableReport
 from collector.maintenance.background import MAINTENANCE_SETTINGS
@@ -78,6 +80,18 @@ def _parser() -> argparse.ArgumentParser:
     for f in Config.settings():
         if f.name in MAINTENANCE_SETTINGS:
             _add_setting(maintain, f)
+    health = commands.add_parser(
+        "health",
+        help="exit 0 if the collector on this host is ready (a container's health check)",
+        description="Asks /readyz of the OTLP/HTTP listener that serve's settings name (the same "
+        f"flags, {ENV_PREFIX}* variables and --config file), on loopback.",
+    )
+    health.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings")
+    health.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="how long to wait for the answer (default: 5)")  # fmt: skip
+    for f in Config.settings():
+        if f.name in HEALTH_SETTINGS:
+            _add_setting(health, f)
     tokens = commands.add_parser("tokens", help="manage access tokens").add_subparsers(
         dest="tokens_command", required=True
     )
@@ -192,6 +206,18 @@ def _tokens_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace) -> int:
+    flags = {name: getattr(args, name) for name in HEALTH_SETTINGS}
+    config = Config.load(flags, os.environ, args.config or os.environ.get(ENV_PREFIX + "CONFIG"))
+    url = readiness_url(config)
+    if url is None:
+        print("error: the OTLP/HTTP listener is off (--http off): nothing to ask", file=sys.stderr)
+        return START_FAILED
+    ready, said = check_ready(url, args.timeout)
+    print(said)
+    return 0 if ready else 1
+
+
 def _tables_create(args: argparse.Namespace) -> int:
     flags = {"warehouse": args.warehouse, "storage_option": args.storage_option}
     config = Config.load(flags, os.environ)
@@ -216,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tokens_add(args)
         if args.command == "maintain":
             return _maintain(args)
+        if args.command == "health":
+            return _health(args)
         return _tables_create(args)
     except (
         ConfigError,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -11,7 +13,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from tests.conftest import CAPTURES, CollectorProcess, distinct_logs, wait_for_rows
+from tests.conftest import CAPTURES, ROOT, CollectorProcess, distinct_logs, wait_for_rows
 from tests.readers import read_both
 
 LOGS = (CAPTURES / "claude-code-2.1.197.logs.pb").read_bytes()
@@ -48,6 +50,14 @@ def wait_until(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-unt
         time.sleep(0.1)
 
 
+def health(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m collector health``, as a container's HEALTHCHECK runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "collector", "health", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
 def test_health_endpoints(tmp_path: Path) -> None:
     proc = CollectorProcess(tmp_path / "wh")
     try:
@@ -58,8 +68,18 @@ def test_health_endpoints(tmp_path: Path) -> None:
         assert body["status"] == "ok"
         assert body["durability"] == "wal"
         assert body["problems"] == []
+        # The health command finds the listener from serve's own settings: a flag, a variable.
+        by_flag = health("--http", f"127.0.0.1:{proc.http_port}")
+        assert (by_flag.returncode, by_flag.stdout) == (0, "ready: ok\n")
+        by_env = health(env={"COLLECTOR_HTTP": f"0.0.0.0:{proc.http_port}"})
+        assert (by_env.returncode, by_env.stdout) == (0, "ready: ok\n")
     finally:
         proc.stop()
+    gone = health("--http", f"127.0.0.1:{proc.http_port}")
+    assert gone.returncode == 1
+    assert gone.stdout.startswith(f"no answer from http://127.0.0.1:{proc.http_port}/readyz")
+    off = health("--http", "off")
+    assert off.returncode == 2 and "the OTLP/HTTP listener is off" in off.stderr
 
 
 def test_unwritable_storage_keeps_data_in_the_wal_until_it_recovers(tmp_path: Path) -> None:

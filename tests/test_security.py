@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 from tests.conftest import CAPTURES, ROOT, CollectorProcess, distinct_logs, wait_for_rows
 from tests.readers import read_both
+from tests.test_durability import health
 
 LOGS = (CAPTURES / "claude-code-2.1.197.logs.pb").read_bytes()
 METRICS = (CAPTURES / "claude-code-2.1.197.metrics.pb").read_bytes()
@@ -408,6 +409,12 @@ def test_tls_with_the_sdk_exporters(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         # Plain HTTP to the TLS port does not get in.
         with pytest.raises((urllib.error.URLError, ConnectionError, http_exceptions())):
             urllib.request.urlopen(proc.url("/healthz"), timeout=5)
+        # The health command speaks TLS to its own listener when serve's settings say so.
+        checked = health(env={
+            "COLLECTOR_HTTP": f"0.0.0.0:{proc.http_port}", "COLLECTOR_TLS_CERT": str(cert),
+            "COLLECTOR_TLS_KEY": str(key),
+        })  # fmt: skip
+        assert (checked.returncode, checked.stdout) == (0, "ready: ok\n"), checked.stderr
     finally:
         proc.stop()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +70,6 @@ def _check_collector(env: dict[str, str], mounts: dict[str, str], grace: float) 
     return config
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]:
-    proc = CollectorProcess(tmp_path_factory.mktemp("manifests") / "wh")
-    yield proc
-    proc.stop()
-
-
 def _containers(doc: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     spec = doc["spec"]
     pod = spec["template"]["spec"] if "template" in spec else spec["jobTemplate"]["spec"]
@@ -97,7 +89,7 @@ def test_the_examples_are_all_checked() -> None:
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(EXAMPLES)))
 def test_each_kubernetes_collector_matches_the_collector(
-    path: Path, served: CollectorProcess
+    path: Path, collector: CollectorProcess
 ) -> None:
     for doc in _documents(path):
         if doc["kind"] not in ("StatefulSet", "Deployment", "CronJob"):
@@ -128,7 +120,7 @@ def test_each_kubernetes_collector_matches_the_collector(
                 if probe in container:
                     get = container[probe]["httpGet"]
                     assert ports.get(get["port"], get["port"]) == config.http.port
-                    with urllib.request.urlopen(served.url(get["path"])) as answer:
+                    with urllib.request.urlopen(collector.url(get["path"])) as answer:
                         assert answer.status == 200, get["path"]
             if _loopback(config.http.host):  # a sidecar: its agents must be in the same pod
                 agents = [c for c in containers if c is not container]

@@ -8,7 +8,9 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
 # wheels/ in the build context (what `make image` puts there: this package and every
-# dependency, built on the host) is installed without an index; without it, from PyPI.
+# dependency, built on the host) is installed without an index; without it, from PyPI, or
+# the mirror these name (--build-arg PIP_INDEX_URL=https://mirror/simple).
+ARG PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS PIP_NO_INDEX PIP_TRUSTED_HOST
 COPY . /src
 RUN python3 -m venv /opt/collector \
  && if ls /src/wheels/*.whl >/dev/null 2>&1; then \

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -55,8 +56,8 @@ def _mirror() -> str:
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The image, built by ``make image`` on the Debian base; its configuration."""
+def base(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Debian bookworm with its python3 and python3-venv, as an image in podman's store."""
     for tool in ("podman", "debootstrap"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed (.ci/run installs it)")
@@ -69,7 +70,13 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
         _run("podman", "import", "-", BASE, stdin=tar.stdout)
         tar.wait()
-    _run("make", "image", f"BASE_IMAGE={BASE}", f"IMAGE={IMAGE}", cwd=ROOT)
+    return BASE
+
+
+@pytest.fixture(scope="module")
+def image(base: str) -> dict[str, Any]:
+    """The image, built by ``make image`` on the Debian base; its configuration."""
+    _run("make", "image", f"BASE_IMAGE={base}", f"IMAGE={IMAGE}", cwd=ROOT)
     inspected = json.loads(_run("podman", "image", "inspect", IMAGE).stdout)[0]
     # podman gives the health check beside the configuration (kept only in docker format).
     return inspected["Config"] | {
@@ -195,3 +202,44 @@ def test_the_image_runs_as_its_user_takes_otlp_and_stops_cleanly(
     # Its files belong to the image's user, in the volume.
     assert {p.stat().st_uid for p in (volume / "wal").rglob("*")} == {10001}
     print(f"\nimage {IMAGE}: {image['Size'] / 1e6:.0f} MB")
+
+
+def test_the_dockerfile_builds_alone_from_a_package_index(base: str, tmp_path: Path) -> None:
+    """``docker build .`` without the wheels make image adds: the build stage builds the
+    package from its source, with what it needs from an index (a mirror on loopback here, named
+    by the PIP_* build arguments, since a build here cannot reach PyPI's TLS)."""
+    index = tmp_path / "index"
+    _run(sys.executable, "-m", "pip", "wheel", "--quiet", "hatchling", str(ROOT), "-w", str(index))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=index, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    tag = "localhost/otlp-delta-collector:from-index"
+    try:
+        assert not (ROOT / "wheels").exists()
+        _run("podman", "build", "--isolation", "chroot", "--format", "docker",
+             "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "PIP_NO_INDEX=1",
+             "--build-arg", f"PIP_FIND_LINKS=http://127.0.0.1:{port}/", "-t", tag, ".",
+             cwd=ROOT)  # fmt: skip
+        container = _run("podman", "create", tag).stdout.strip()
+        root = Path(_run("podman", "mount", container).stdout.strip())
+        try:
+            config = json.loads(_run("podman", "image", "inspect", tag).stdout)[0]["Config"]
+            made = subprocess.run(
+                _in_image(config, root, ["otlp-delta-collector", "tables", "create",
+                                         "main.image.x", "--warehouse", "/data/warehouse"], {}),
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert made.returncode == 0, made.stderr
+            assert (
+                "main.image.x_otel_logs: created at /data/warehouse/main/image/x_otel_logs"
+                in made.stdout
+            )
+        finally:
+            subprocess.run(["podman", "umount", container], check=False, capture_output=True)
+            subprocess.run(["podman", "rm", "-f", container], check=False, capture_output=True)
+    finally:
+        server.kill()
+        server.wait()
+        subprocess.run(["podman", "rmi", "-f", tag], check=False, capture_output=True)

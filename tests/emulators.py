@@ -7,8 +7,8 @@ not under one lock: two concurrent conditional puts can both succeed. Served sin
 here, requests are handled one at a time and the check holds. Azurite is one Node.js process,
 which handles a conditional Put Blob whole. fake-gcs-server speaks GCS's JSON API only, while
 object_store writes through the XML API: ``tests/gcs`` builds it (the released Go module) with
-the XML writes, listings and multipart uploads object_store makes translated onto it; writes
-only for a single writer's tests, since nothing here shows how GCS itself orders them.
+the XML writes, listings and multipart uploads object_store makes translated onto it. It serves
+one writer's tests only: nothing here shows how GCS itself orders concurrent writes.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class Store:
 
     def via(self, port: int) -> dict[str, str]:
         """``env``, reaching the store through ``port`` on loopback (a proxy) instead."""
+        assert self.kind in ("s3", "azure"), "the GCS emulator's URL is in its account file"
         key = "AWS_ENDPOINT_URL" if self.kind == "s3" else "AZURITE_BLOB_STORAGE_URL"
         return {**self.env, key: f"http://127.0.0.1:{port}"}
 
@@ -333,7 +334,6 @@ class HttpProxy:
         self.target = port
         self.ignore_conditions = ignore_conditions
         self.fault: tuple[int, str, str] | None = None
-        self.relayed = 0
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -396,7 +396,6 @@ class HttpProxy:
             return
         finally:
             upstream.close()
-        self.relayed += 1
         request.send_response(answer.status, answer.reason)
         for k, v in answer.getheaders():
             if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length":

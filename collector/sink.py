@@ -95,9 +95,7 @@ class DeltaSink:
     def __init__(
         self, warehouse: Warehouse | str | os.PathLike[str], app_id: str | None = None
     ) -> None:
-        self.warehouse = (
-            warehouse if isinstance(warehouse, Warehouse) else Warehouse.parse(warehouse)
-        )
+        self.warehouse = Warehouse.of(warehouse)
         # Data files go up through obstore on object storage; on a disk, pyarrow writes them.
         self._files = None if self.warehouse.is_local else Files(self.warehouse)
         self.app_id = app_id

@@ -16,6 +16,7 @@ them from any error text before it is shown.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import urllib.parse
@@ -99,6 +100,11 @@ class Warehouse:
             raise ValueError(f"warehouse {text}: {error_text(e, first_line=True)}") from None
         return warehouse
 
+    @classmethod
+    def of(cls, value: Warehouse | str | os.PathLike[str]) -> Warehouse:
+        """``value`` itself if it is a Warehouse, else the one it names."""
+        return value if isinstance(value, Warehouse) else cls.parse(value)
+
     @property
     def is_local(self) -> bool:
         return "://" not in self.uri
@@ -166,6 +172,13 @@ class Files:
         try:
             return bytes(obstore.get(self._store, path).bytes())
         except (NotFoundError, FileNotFoundError):
+            return None
+
+    def read_json(self, path: str) -> Any:
+        """The JSON document at ``path``; None if there is none, or not a whole one yet."""
+        try:
+            return json.loads(self.read(path) or b"")
+        except ValueError:
             return None
 
     def write(self, path: str, data: bytes) -> None:

@@ -50,10 +50,7 @@ class Lease:
         return f"{self.name}.{epoch:012d}"
 
     def _read(self, epoch: int) -> dict[str, object] | None:
-        try:
-            return json.loads(self.files.read(self._path(epoch)) or b"")
-        except ValueError:
-            return None  # being written, or just removed: taken as held
+        return self.files.read_json(self._path(epoch))  # None: being written, or just removed
 
     def _body(self) -> bytes:
         return json.dumps({"owner": self.owner, "expires": time.time() + self.ttl}).encode()

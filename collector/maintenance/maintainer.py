@@ -108,9 +108,7 @@ class Maintainer:
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.warehouse = (
-            warehouse if isinstance(warehouse, Warehouse) else Warehouse.parse(warehouse)
-        )
+        self.warehouse = Warehouse.of(warehouse)
         self.policy = policy
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # The wall time that retention, vacuum and log clean-up measure ages by.
@@ -118,6 +116,7 @@ class Maintainer:
         self.files = Files(self.warehouse)
         self.leases = Files(self.warehouse, "_maintenance", "leases")
         self.ledgers = Files(self.warehouse, "_maintenance", "vacuum")
+        self.reports = Files(self.warehouse, "_maintenance", "reports")
         self._hourly_done: dict[TableName, float] = {}
 
     def tables(self) -> list[TableName]:
@@ -257,12 +256,8 @@ class Maintainer:
 
     def _publish(self, report: TableReport) -> None:
         """The table's last report, and its running totals, for every /readyz and /metrics."""
-        reports = Files(self.warehouse, "_maintenance", "reports")
         name = f"{report.table}.json"
-        try:
-            totals = json.loads(reports.read(name) or b"").get("totals", {})
-        except ValueError:
-            totals = {}
+        totals = (self.reports.read_json(name) or {}).get("totals", {})
         done = {
             "passes": 1,
             "files_compacted": report.compaction.files_removed if report.compaction else 0,
@@ -281,7 +276,7 @@ class Maintainer:
             "error": report.error,
             "totals": {k: totals.get(k, 0) + v for k, v in done.items()},
         }
-        reports.write(name, json.dumps(body).encode())  # whole or not at all
+        self.reports.write(name, json.dumps(body).encode())  # whole or not at all
 
     def _apply_retention(
         self, table: TableName, dt: DeltaTable, schema: TableSchema, cutoff: float
@@ -307,12 +302,9 @@ def maintenance_status(warehouse: Warehouse) -> dict[str, dict[str, Any]]:
     reports = Files(warehouse, "_maintenance", "reports")
     status = {}
     for entry in sorted(reports.children()[1], key=lambda e: e.path):
-        if not entry.path.endswith(".json"):
-            continue
-        try:
-            status[entry.path.removesuffix(".json")] = json.loads(reports.read(entry.path) or b"")
-        except ValueError:
-            continue
+        report = reports.read_json(entry.path) if entry.path.endswith(".json") else None
+        if report is not None:
+            status[entry.path.removesuffix(".json")] = report
     return status
 
 
@@ -322,8 +314,5 @@ def _footprint(dt: DeltaTable) -> tuple[int, int]:
 
 
 def _commits_since_checkpoint(log_files: Files, dt: DeltaTable) -> int:
-    try:
-        last = json.loads(log_files.read("_last_checkpoint") or b"")["version"]
-    except (ValueError, KeyError):
-        last = -1
+    last = (log_files.read_json("_last_checkpoint") or {}).get("version", -1)
     return dt.version() - int(last)

@@ -57,10 +57,7 @@ def vacuum(
     # Listed before the table is opened: a file committed in between is then seen referenced.
     files = _parquet_files(table, now - _WRITER_GRACE)
     referenced = _referenced(open_table())
-    try:
-        since: dict[str, float] = json.loads(ledgers.read(ledger) or b"")["out_since"]
-    except (ValueError, KeyError):
-        since = {}
+    since: dict[str, float] = (ledgers.read_json(ledger) or {}).get("out_since", {})
     out = {name: since.get(name, now) for name in files if name not in referenced}
     due = [name for name, at in out.items() if at <= now - retention]
     for name in due:

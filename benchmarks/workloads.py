@@ -1,14 +1,24 @@
 """The requests a benchmark sends, pre-encoded: each workload is a list of (path, table, body).
 
-- agent-logs: Claude-Code-like log records, 13 attributes each, 512 records per request.
-- agent-metrics: Codex-like sums and histograms (15 to 35 bucket bounds), ~500 points a request.
+- agent-logs: Claude Code's events as its 2.1.197 capture has them (api requests, responses,
+  prompts, tool decisions and results; 9 to 18 attributes), 512 records per request from one
+  session, with what varies per record in real batches varying: timestamps, sequence numbers,
+  tokens, cost, durations, prompt and tool-use ids, sizes. Session, user, model, terminal and
+  resource repeat within a request; 50 sessions of 25 users across requests.
+- agent-logs-repeated: one api_request record 512 times, 13 attributes, only ``event.sequence``
+  changing: the workload of earlier figures, for comparison. It flatters value caches.
+- high-cardinality: agent-logs with every attribute value distinct, strings included.
+- agent-metrics: Codex-like sums and histograms (15 to 35 bucket bounds), ~500 points a request,
+  each point with its own value, counts and timestamps.
 - mixed: the four real captures, replayed with fresh timestamps, each to its own table.
 """
 
 from __future__ import annotations
 
 import copy
+import random
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +26,12 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 CAPTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "captures"
-WORKLOADS = ("agent-logs", "agent-metrics", "mixed")
+WORKLOADS = ("agent-logs", "agent-logs-repeated", "high-cardinality", "agent-metrics", "mixed")
+RECORDS_PER_REQUEST = 512
+_SESSIONS = 50
 
 
 @dataclass(frozen=True)
@@ -29,12 +42,95 @@ class Request:
     records: int
 
 
-def _claude_logs(n_requests: int) -> list[Request]:
-    capture = ExportLogsServiceRequest.FromString(
+def _claude_capture() -> ExportLogsServiceRequest:
+    return ExportLogsServiceRequest.FromString(
         (CAPTURES / "claude-code-2.1.197.logs.pb").read_bytes()
     )
+
+
+def _iso(ns: int) -> str:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}Z"
+
+
+def _vary(record: LogRecord, rnd: random.Random, at: int, sequence: int, prompt: str) -> None:
+    """What a real agent changes from one event to the next (performance-notes.md)."""
+    record.time_unix_nano = record.observed_time_unix_nano = at
+    for a in record.attributes:
+        v = a.value
+        match a.key:
+            case "event.timestamp":
+                v.string_value = _iso(at)
+            case "event.sequence":
+                v.int_value = sequence
+            case "prompt.id":
+                v.string_value = prompt
+            case "input_tokens" | "cache_creation_tokens":
+                v.int_value = rnd.randrange(1, 40_000)
+            case "output_tokens" | "response_length":
+                v.int_value = rnd.randrange(1, 8_000)
+            case "cache_read_tokens":
+                v.int_value = rnd.randrange(0, 200_000)
+            case "cost_usd":
+                micros = rnd.randrange(10, 900_000)
+                v.double_value = micros / 1e6
+            case "cost_usd_micros":
+                v.int_value = rnd.randrange(10, 900_000)
+            case "duration_ms":
+                ms = rnd.randrange(5, 60_000)
+                if v.HasField("string_value"):
+                    v.string_value = str(ms)
+                else:
+                    v.int_value = ms
+            case "tool_use_id":
+                v.string_value = f"toolu_{rnd.getrandbits(96):024x}"
+            case "prompt_length" | "tool_input_size_bytes" | "tool_result_size_bytes":
+                v.string_value = str(rnd.randrange(1, 100_000))
+
+
+def _agent_logs(n_requests: int, distinct: bool = False) -> list[Request]:
+    capture = _claude_capture()
+    rl0 = capture.resource_logs[0]
+    templates = list(rl0.scope_logs[0].log_records)
+    rnd = random.Random(16)
+    now = time.time_ns()
+    users = [f"{rnd.getrandbits(256):064x}" for _ in range(_SESSIONS // 2)]
+    out = []
+    for r in range(n_requests):
+        session = str(uuid.UUID(int=rnd.getrandbits(128)))
+        request = ExportLogsServiceRequest()
+        rl = request.resource_logs.add()
+        rl.resource.CopyFrom(rl0.resource)
+        sl = rl.scope_logs.add()
+        sl.scope.CopyFrom(rl0.scope_logs[0].scope)
+        prompt = ""
+        for i in range(RECORDS_PER_REQUEST):
+            record = sl.log_records.add()
+            record.CopyFrom(templates[i % len(templates)])
+            if i % len(templates) == 0:
+                prompt = str(uuid.UUID(int=rnd.getrandbits(128)))
+            at = now + (r * RECORDS_PER_REQUEST + i) * 7_000_000 + rnd.randrange(1_000_000)
+            _vary(record, rnd, at, i, prompt)
+            for a in record.attributes:
+                if a.key == "session.id":
+                    a.value.string_value = session
+                elif a.key == "user.id":
+                    a.value.string_value = users[r % len(users)]
+                elif distinct and a.value.HasField("string_value"):
+                    a.value.string_value = f"{a.value.string_value}-{rnd.getrandbits(48):012x}"
+        table = "high_card" if distinct else "cc"
+        out.append(Request("logs", f"main.bench.{table}_otel_logs", request, RECORDS_PER_REQUEST))
+    return out
+
+
+def _high_cardinality(n_requests: int) -> list[Request]:
+    return _agent_logs(n_requests, distinct=True)
+
+
+def _repeated_logs(n_requests: int) -> list[Request]:
+    capture = _claude_capture()
     template = capture.resource_logs[0].scope_logs[0].log_records[0]  # api_request
-    del template.attributes[13:]  # 13 attributes, as the issue's reference workload
+    del template.attributes[13:]
     now = time.time_ns()
     out = []
     for r in range(n_requests):
@@ -43,13 +139,13 @@ def _claude_logs(n_requests: int) -> list[Request]:
         rl.resource.CopyFrom(capture.resource_logs[0].resource)
         sl = rl.scope_logs.add()
         sl.scope.CopyFrom(capture.resource_logs[0].scope_logs[0].scope)
-        for i in range(512):
+        for i in range(RECORDS_PER_REQUEST):
             record = sl.log_records.add()
             record.CopyFrom(template)
             record.time_unix_nano = record.observed_time_unix_nano = now + r * 1000 + i
-            record.attributes[1].value.string_value = f"session-{r % 50:04d}"
+            record.attributes[1].value.string_value = f"session-{r % _SESSIONS:04d}"
             record.attributes[5].value.int_value = i  # event.sequence
-        out.append(Request("logs", "main.bench.cc_otel_logs", request, 512))
+        out.append(Request("logs", "main.bench.ccrep_otel_logs", request, RECORDS_PER_REQUEST))
     return out
 
 
@@ -67,6 +163,8 @@ def _codex_metrics(n_requests: int) -> list[Request]:
             and 15 <= len(m.histogram.data_points[0].explicit_bounds) <= 35
         )
     ]
+    rnd = random.Random(17)
+    now = time.time_ns()
     out = []
     for r in range(n_requests):
         request = ExportMetricsServiceRequest()
@@ -75,16 +173,29 @@ def _codex_metrics(n_requests: int) -> list[Request]:
         target = rm.scope_metrics.add()
         target.scope.CopyFrom(sm.scope)
         points = 0
-        copy_no = 0
         while points < 500:
             for m in keep:
                 metric = target.metrics.add()
                 metric.CopyFrom(m)
                 data = getattr(metric, metric.WhichOneof("data"))
                 for p in data.data_points:
-                    p.time_unix_nano += r * 1_000_000 + copy_no
-                points += len(data.data_points)
-            copy_no += 1
+                    p.start_time_unix_nano = now - rnd.randrange(10**12)
+                    p.time_unix_nano = now + points * 1_000_003 + rnd.randrange(10**6)
+                    if metric.WhichOneof("data") == "sum":
+                        if p.HasField("as_int"):
+                            p.as_int = rnd.randrange(1, 10**6)
+                        else:
+                            p.as_double = rnd.random() * 1000
+                    else:
+                        counts = [rnd.randrange(0, 500) for _ in p.bucket_counts]
+                        p.bucket_counts[:] = counts
+                        p.count = sum(counts)
+                        p.sum = rnd.random() * 10_000 * (p.count or 1)
+                        if p.HasField("min"):
+                            p.min = rnd.random()
+                        if p.HasField("max"):
+                            p.max = p.min + rnd.random() * 10_000
+                    points += 1
         out.append(Request("metrics", "main.bench.codex_otel_metrics", request, points))
     return out
 
@@ -120,6 +231,10 @@ def _mixed(n_requests: int) -> list[Request]:
 
 
 def build(workload: str, n_requests: int) -> list[Request]:
-    return {"agent-logs": _claude_logs, "agent-metrics": _codex_metrics, "mixed": _mixed}[workload](
-        n_requests
-    )
+    return {
+        "agent-logs": _agent_logs,
+        "agent-logs-repeated": _repeated_logs,
+        "high-cardinality": _high_cardinality,
+        "agent-metrics": _codex_metrics,
+        "mixed": _mixed,
+    }[workload](n_requests)

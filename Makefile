@@ -22,7 +22,10 @@ IMAGE_BUILD ?= podman build --isolation chroot --format docker
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The native core is compiled by the install (native/hatch_build.py) whenever cargo is there.
+NATIVE_SOURCES := $(wildcard native/Cargo.toml native/Cargo.lock native/src/*.rs)
+
+$(STAMP): pyproject.toml native/hatch_build.py $(NATIVE_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

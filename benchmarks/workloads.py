@@ -166,7 +166,7 @@ def _codex_metrics(n_requests: int) -> list[Request]:
     rnd = random.Random(17)
     now = time.time_ns()
     out = []
-    for r in range(n_requests):
+    for _ in range(n_requests):
         request = ExportMetricsServiceRequest()
         rm = request.resource_metrics.add()
         rm.resource.CopyFrom(capture.resource_metrics[0].resource)

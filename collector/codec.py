@@ -9,6 +9,8 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
 from collector.errors import ExportError, InvalidArgument, UnsupportedMediaType
+from collector.flatten import DEFAULT_LIMITS, Limits
+from collector.flatten.native import Decoded
 from collector.otlpjson import JsonError, Node, from_json
 from collector.signals import Signal
 
@@ -37,9 +39,11 @@ def media_type(content_type: str | None) -> str:
     return media
 
 
-def decode_request(signal: Signal, body: bytes, media: str) -> Message | Node:
-    """The OTLP request in ``body``: a protobuf message, or for JSON a :class:`Node` tree the
-    flatteners read the same way."""
+def decode_request(
+    signal: Signal, body: bytes | bytearray, media: str, limits: Limits = DEFAULT_LIMITS
+) -> Message | Node | Decoded:
+    """The OTLP request in ``body``: a protobuf message (or the native core's flattened rows,
+    made under ``limits``), or for JSON a :class:`Node` tree the flatteners read the same way."""
     name = signal.request_type.DESCRIPTOR.name
     if media == JSON:
         if not body.strip():
@@ -49,7 +53,7 @@ def decode_request(signal: Signal, body: bytes, media: str) -> Message | Node:
         except (JsonError, ValueError, TypeError, RecursionError) as e:  # incl. JSONDecodeError
             raise InvalidArgument(f"cannot decode the body as an OTLP {name} (JSON): {e}") from None
     try:
-        return signal.decode_protobuf(body)
+        return signal.decode_protobuf(body, limits)
     except (DecodeError, RecursionError) as e:
         raise InvalidArgument(f"cannot decode the body as an OTLP {name} ({media}): {e}") from None
 

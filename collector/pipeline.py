@@ -22,7 +22,8 @@ from google.protobuf.message import Message
 from collector.auth import ANONYMOUS, Authenticator, Principal
 from collector.buffer import Buffers
 from collector.errors import InvalidArgument, Unavailable
-from collector.flatten import DEFAULT_LIMITS, Flattened, Limits, MalformedValue
+from collector.flatten import DEFAULT_LIMITS, Flattened, Limits, MalformedValue, native
+from collector.flatten.native import Decoded
 from collector.hoststate import STALE_AFTER, HostState
 from collector.maintenance import maintenance_status
 from collector.redaction import error_text
@@ -50,7 +51,9 @@ _MAINTENANCE_HELP = {
 }
 
 
-def flatten_request(signal: Signal, request: Message, limits: Limits = DEFAULT_LIMITS) -> Flattened:
+def flatten_request(
+    signal: Signal, request: Message | Decoded, limits: Limits = DEFAULT_LIMITS
+) -> Flattened:
     """The rows of a decoded request, or InvalidArgument if it cannot be stored as sent."""
     try:
         return signal.flatten(request, limits)
@@ -58,7 +61,7 @@ def flatten_request(signal: Signal, request: Message, limits: Limits = DEFAULT_L
         # e.g. a uint64 timestamp past the LONG range.
         raise InvalidArgument(f"a value does not fit its column: {e}") from None
     except MalformedValue as e:  # left undecoded by collector.wire until now
-        name = request.DESCRIPTOR.name
+        name = signal.request_type.DESCRIPTOR.name
         raise InvalidArgument(f"cannot decode the body as an OTLP {name} (protobuf): {e}") from None
 
 
@@ -122,7 +125,7 @@ class Pipeline:
         self,
         signal: Signal,
         table_header: str | None,
-        request: Message,
+        request: Message | Decoded,
         principal: Principal = ANONYMOUS,
     ) -> Flattened:
         table = route(table_header, signal, self.default_table)
@@ -274,6 +277,10 @@ class Pipeline:
                     self.buffers.buffered_rows,
                 ),
                 "otlp_delta_requests_in_progress": ("Requests being handled.", self._in_flight),
+                "otlp_delta_native_decoder": (
+                    "1 when the native core decodes protobuf requests, 0 on the Python fallback.",
+                    native.ENGINE == "native",
+                ),
             },
             {
                 f"otlp_delta_maintenance_{name}_total": (_MAINTENANCE_HELP[name], value)

@@ -19,7 +19,7 @@ from collector import process
 from collector.auth import Authenticator
 from collector.buffer import Buffers, FlushPolicy
 from collector.config import Config, HostPort
-from collector.flatten import Limits
+from collector.flatten import Limits, native
 from collector.hoststate import REPORT_INTERVAL, HostState
 from collector.maintenance.background import MaintenanceProcess
 from collector.pipeline import Pipeline
@@ -209,7 +209,12 @@ class Collector:
             else "none (loopback only)",
             tls=self.config.tls_cert is not None,
             durability=self.config.durability,
+            decoder=native.ENGINE,
         )
+        if native.FALLBACK_REASON:
+            # Said once per worker: the pure-Python flatteners are complete but several times
+            # slower (README, Performance).
+            log.warning("decoding with the pure-Python flatteners", reason=native.FALLBACK_REASON)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self.config.tls_cert is None or self.config.tls_key is None:

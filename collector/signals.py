@@ -7,12 +7,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from collector.flatten import Flattened, Limits, flatten_logs, flatten_metrics, flatten_spans
+from collector.flatten import (
+    DEFAULT_LIMITS,
+    Flattened,
+    Limits,
+    flatten_logs,
+    flatten_metrics,
+    flatten_spans,
+)
+from collector.flatten.native import NATIVE_SIGNALS, Decoded, flatten_native
 from collector.schema import TableSchema, load_schema
 from collector.wire import protobuf_decoder
 
@@ -26,13 +34,37 @@ class Signal:
     request_type: type[Message]  # the standard class; OTLP/JSON decodes by its descriptor
     response_type: type[Message]
     rejected_field: str  # the partial_success counter of the response
-    flatten: Callable[[Any, Limits], Flattened]
-    count: Callable[[Any], int]  # records in a request, counted without looking at them
+    flattener: Callable[[Any, Limits], Flattened]  # of a message or an OTLP/JSON tree
+    counter: Callable[[Any], int]  # records in a message, counted without looking at them
 
     @functools.cached_property
-    def decode_protobuf(self) -> Callable[[bytes], Message]:
-        """Decodes a protobuf body for the flatteners (collector.wire); raises DecodeError."""
+    def decode_wire(self) -> Callable[[bytes | bytearray], Message]:
+        """Decodes a protobuf body into the wire classes (collector.wire) for the Python
+        flatteners; raises DecodeError."""
         return protobuf_decoder(self.request_type)
+
+    def decode_protobuf(
+        self, body: bytes | bytearray, limits: Limits = DEFAULT_LIMITS
+    ) -> Message | Decoded:
+        """A protobuf body decoded for :meth:`flatten`: by the native core, which flattens it
+        in the same pass under ``limits``, or else into the wire classes (collector.wire).
+        Raises DecodeError with the parser's reason."""
+        if self.name not in NATIVE_SIGNALS:
+            return self.decode_wire(body)
+        try:
+            return flatten_native(self.name, body, limits, self.schema.arrow)
+        except ValueError as e:
+            name = self.request_type.DESCRIPTOR.full_name
+            raise DecodeError(f"Error parsing message with type '{name}': {e}") from None
+
+    def count(self, request: Message | Decoded) -> int:
+        """The records of a decoded request (--max-request-records)."""
+        return request.records if isinstance(request, Decoded) else self.counter(request)
+
+    def flatten(self, request: Message | Decoded, limits: Limits = DEFAULT_LIMITS) -> Flattened:
+        if isinstance(request, Decoded):
+            return request.flatten(limits)
+        return self.flattener(request, limits)
 
     @property
     def schema(self) -> TableSchema:

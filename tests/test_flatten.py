@@ -62,7 +62,7 @@ def _with_malformed_attribute(
     A placeholder attribute is added, the request parsed with the wire classes (whose attribute
     lists are bytes, so any bytes can go in), and the placeholder replaced."""
     holder(message).attributes.add(key="placeholder")
-    wire = signal.decode_protobuf(message.SerializeToString())
+    wire = signal.decode_wire(message.SerializeToString())
     attributes = holder(wire).attributes
     attributes[list(attributes).index(KeyValue(key="placeholder").SerializeToString())] = (
         _malformed_key_value()
@@ -97,7 +97,7 @@ def test_a_malformed_attribute_of_a_rejected_record_still_fails_the_request() ->
         assert _decoded(signal, message.SerializeToString()).rejected == 1
         with pytest.raises(InvalidArgument, match="an attribute is not a valid OTLP KeyValue"):
             _decoded(signal, _with_malformed_attribute(signal, message, holder))
-    wire = LOGS.decode_protobuf(logs.SerializeToString())
+    wire = LOGS.decode_wire(logs.SerializeToString())
     wire.resource_logs[0].scope_logs[0].log_records[1].body.append(b"\x0a\x02\xff\xff")
     with pytest.raises(InvalidArgument, match="a log body is not a valid OTLP AnyValue"):
         _decoded(LOGS, wire.SerializeToString())
@@ -154,7 +154,7 @@ def _histogram_request(**point: object) -> ExportMetricsServiceRequest:
 
 def _wire_point(request: Message) -> tuple[Message, Message]:
     """The request in the wire classes, and its first histogram point."""
-    wire = METRICS.decode_protobuf(request.SerializeToString())
+    wire = METRICS.decode_wire(request.SerializeToString())
     return wire, wire.resource_metrics[0].scope_metrics[0].metrics[0].histogram.data_points[0]
 
 
@@ -166,7 +166,7 @@ def _buckets(body: bytes) -> tuple[list[int], list[float]]:
 def test_real_exporters_histograms_take_the_packed_path() -> None:
     """The captures and protobuf's own encoding leave no field unread by the wire classes."""
     for name in ("codex-cli-0.169.0.metrics.pb", "claude-code-2.1.197.metrics.pb"):
-        request = METRICS.decode_protobuf((CAPTURES / name).read_bytes())
+        request = METRICS.decode_wire((CAPTURES / name).read_bytes())
         metrics = [
             m for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
         ]
@@ -240,8 +240,8 @@ def test_a_bucket_count_past_long_fails_alike_however_decoded() -> None:
 
 
 def test_origin_columns_reused_across_requests_are_those_of_a_fresh_build(tmp_path: Path) -> None:
-    """Requests of as many rows from one resource and scope reuse the columns made for an
-    earlier one; rows, counts of cut values and the Arrow IPC (which the WAL tells retries by)
+    """In the Python flattener (the native core needs no cache), requests of as many rows from
+    one resource and scope reuse the columns made for an earlier one; rows, counts of cut values and the Arrow IPC (which the WAL tells retries by)
     are those of a fresh build, i.e. of the OTLP/JSON decoding, which is never reused."""
     limits = Limits(max_attributes=2, max_value_bytes=16)
 
@@ -261,9 +261,7 @@ def test_origin_columns_reused_across_requests_are_those_of_a_fresh_build(tmp_pa
     made_at: dict[tuple[str, int], list[int]] = {}  # where a request's resource column is
     for host, records in [("a", 3), ("a", 5), ("a", 3), ("b", 3), ("a", 5), ("a", 0)]:
         message = request(host, records)
-        flat = flatten_request(
-            LOGS, decode_request(LOGS, message.SerializeToString(), PROTOBUF), limits
-        )
+        flat = flatten_logs(LOGS.decode_wire(message.SerializeToString()), limits)
         fresh = flatten_request(
             LOGS, decode_request(LOGS, encode_message(message, JSON), JSON), limits
         )
@@ -300,7 +298,7 @@ def test_a_body_sent_in_several_occurrences_merges_as_a_full_parse_merges_it() -
     records.add(time_unix_nano=1)
     records.add(time_unix_nano=2).body.string_value = "once"
     records.add(time_unix_nano=3).body.string_value = "first"
-    wire = LOGS.decode_protobuf(request.SerializeToString())
+    wire = LOGS.decode_wire(request.SerializeToString())
     wire.resource_logs[0].scope_logs[0].log_records[2].body.append(
         AnyValue(int_value=5).SerializeToString()
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import grpc
@@ -83,13 +84,13 @@ def build_server(
 
 
 def _service(pipeline: Pipeline, signal: Signal) -> grpc.GenericRpcHandler:
-    """The signal's OTLP service, decoding requests with the wire classes (collector.wire)
-    rather than the generated servicer's standard ones."""
+    """The signal's OTLP service, decoding requests as the HTTP receiver does (the native core,
+    or the wire classes of collector.wire) rather than with the generated servicer's classes."""
     service = signal.response_type.DESCRIPTOR.file.services_by_name
     (name,) = service  # each OTLP collector .proto declares one service
     handler = grpc.unary_unary_rpc_method_handler(
         _Export(pipeline, signal).Export,
-        request_deserializer=signal.decode_protobuf,
+        request_deserializer=functools.partial(signal.decode_protobuf, limits=pipeline.limits),
         response_serializer=signal.response_type.SerializeToString,
     )
     return grpc.method_handlers_generic_handler(service[name].full_name, {"Export": handler})

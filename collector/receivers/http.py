@@ -76,6 +76,7 @@ class _Handler:
                         self.signal,
                         await read_body(request, self.max_request_bytes, self.read_timeout),
                         media,
+                        self.pipeline.limits,
                     ),
                     principal,
                 )

@@ -1,0 +1,115 @@
+"""The native core (``collector._native``, Rust): OTLP protobuf bytes → the table's Arrow
+columns in one pass, with no Python object per record, attribute or value.
+
+It does exactly what the Python flatteners do with the same bytes (tests/test_native.py holds
+it to the same Arrow IPC bytes and the same errors); they stay as the fallback and the
+reference. ``COLLECTOR_PURE_PYTHON=1`` forces the fallback; without the extension (no Rust
+toolchain at install) the fallback runs and the start-up log says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from collector.flatten.common import Flattened
+from collector.flatten.values import Limits, MalformedValue, enum_names
+
+__all__ = [
+    "ENGINE",
+    "FALLBACK_REASON",
+    "NATIVE_SIGNALS",
+    "PURE_PYTHON_ENV",
+    "Decoded",
+    "flatten_native",
+]
+
+PURE_PYTHON_ENV = "COLLECTOR_PURE_PYTHON"
+
+
+def _load() -> tuple[Any, str | None]:
+    if os.environ.get(PURE_PYTHON_ENV, "").strip() not in ("", "0"):
+        return None, f"{PURE_PYTHON_ENV} is set"
+    try:
+        from collector import _native  # type: ignore[attr-defined]
+    except ImportError as e:
+        return None, f"the native extension is not installed ({e})"
+    severities = enum_names("severity_number")
+    _native.set_enums([severities.get(i) for i in range(max(severities) + 1)])
+    return _native, None
+
+
+_native, FALLBACK_REASON = _load()
+ENGINE = "native" if _native is not None else "python"
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A request the native core decoded and flattened in one pass: how many records it holds
+    (for --max-request-records, checked before its rows are taken), and its rows or the error
+    the flattener raises for it (a malformed attribute or body, a value too large for its
+    column), raised when the rows are asked for, as the Python flatteners raise it."""
+
+    signal: str
+    body: bytes | bytearray  # to flatten again if asked under other limits
+    schema: pa.Schema
+    records: int
+    limits: Limits
+    flattened: Flattened | None
+    error: Exception | None
+
+    def flatten(self, limits: Limits) -> Flattened:
+        if limits != self.limits:
+            return flatten_native(self.signal, self.body, limits, self.schema).flatten(limits)
+        if self.error is not None:
+            raise self.error
+        assert self.flattened is not None
+        return self.flattened
+
+
+def flatten_native(
+    signal: str, body: bytes | bytearray, limits: Limits, schema: pa.Schema
+) -> Decoded:
+    """Decode and flatten a protobuf request of ``signal`` (logs); ValueError with the
+    parser's reason if the request itself does not parse."""
+    records, columns, rejected, reason, truncated, dropped, error = _FLATTEN[signal](
+        body, limits.max_attributes, limits.max_value_bytes
+    )
+    if error is not None:
+        kind, message = error
+        raised = MalformedValue(message) if kind == "malformed" else pa.ArrowInvalid(message)
+        return Decoded(signal, body, schema, records, limits, None, raised)
+    names = [name for name, _ in columns]
+    if names != schema.names:
+        raise AssertionError(f"the native core built {names}, the schema has {schema.names}")
+    arrays = [_array(field.type, node) for field, (_, node) in zip(schema, columns, strict=True)]
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    flat = Flattened(batch, rejected, reason, truncated, dropped)
+    return Decoded(signal, body, schema, records, limits, flat, None)
+
+
+_FLATTEN = {"logs": _native.flatten_logs} if _native is not None else {}
+NATIVE_SIGNALS = frozenset(_FLATTEN)  # the signals whose protobuf requests the core decodes
+
+
+def _array(type: pa.DataType, node: tuple[int, int, Sequence[Any], Sequence[Any]]) -> pa.Array:
+    """An array over the buffers the native core built for a column of ``type``."""
+    length, nulls, buffers, children = node
+    kids: list[pa.Array] | None = None
+    if isinstance(type, pa.StructType):
+        kids = [_array(type.field(i).type, c) for i, c in enumerate(children)]
+    elif isinstance(type, pa.MapType):
+        kids = [_array(pa.struct([type.key_field, type.item_field]), children[0])]
+    elif isinstance(type, pa.ListType):
+        kids = [_array(type.value_type, children[0])]
+    return pa.Array.from_buffers(
+        type,
+        length,
+        [None if b is None else pa.py_buffer(b) for b in buffers],
+        null_count=nulls,
+        children=kids,
+    )

@@ -1,0 +1,272 @@
+//! ``collector._native``: OTLP protobuf request bytes → the Arrow columns of the otel_* tables,
+//! with no Python object per record, attribute or value. The Python package owns the API and
+//! the pipeline (collector/flatten/native.py wraps this module); the pure-Python flatteners are
+//! the reference this module is tested against, byte for byte.
+
+mod columns;
+mod logs;
+mod origins;
+mod values;
+mod wire;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
+use pyo3::{ffi, IntoPyObjectExt};
+
+use columns::{Counts, Limits, Node, Strings};
+use wire::DecodeError;
+
+/// An error the Python flattener raises only once it converts a column: the request decoded,
+/// but cannot be stored.
+pub enum Deferred {
+    /// An attribute or body left undecoded by the request's parse is malformed.
+    Malformed(String),
+    /// A value does not fit its column (pyarrow's message for the same value).
+    OutOfRange(String),
+}
+
+impl Deferred {
+    pub fn attribute(e: DecodeError) -> Self {
+        Deferred::Malformed(format!(
+            "an attribute is not a valid OTLP KeyValue: Error parsing message with type \
+             'opentelemetry.proto.common.v1.KeyValue': {}",
+            e.text()
+        ))
+    }
+
+    pub fn body(e: DecodeError) -> Self {
+        Deferred::Malformed(format!(
+            "a log body is not a valid OTLP AnyValue: Error parsing message with type \
+             'opentelemetry.proto.common.v1.AnyValue': {}",
+            e.text()
+        ))
+    }
+}
+
+/// The first error of each kind, kinds in the order the Python flattener would meet them.
+pub struct Errors<const N: usize>([Option<Deferred>; N]);
+
+impl<const N: usize> Default for Errors<N> {
+    fn default() -> Self {
+        Errors(std::array::from_fn(|_| None))
+    }
+}
+
+impl<const N: usize> Errors<N> {
+    pub fn set(&mut self, kind: usize, e: Deferred) {
+        if self.0[kind].is_none() {
+            self.0[kind] = Some(e);
+        }
+    }
+
+    pub fn first(&mut self) -> Option<Deferred> {
+        self.0.iter_mut().find_map(Option::take)
+    }
+}
+
+/// Records that cannot be stored (OTLP partial success) and the reason of the first; ``at``
+/// orders them when they are not met in request order.
+#[derive(Default)]
+pub struct Rejections {
+    count: u64,
+    first: Option<String>,
+    first_at: usize,
+}
+
+impl Rejections {
+    pub fn add(&mut self, what: &str, reason: &str, at: usize) {
+        self.count += 1;
+        if self.first.is_none() || at < self.first_at {
+            self.first = Some(format!("{what}: {reason}"));
+            self.first_at = at;
+        }
+    }
+}
+
+/// What one request flattened to.
+pub struct Flat {
+    records: usize,
+    columns: Vec<(&'static str, Node)>,
+    rejections: Rejections,
+    counts: Counts,
+    error: Option<Deferred>,
+}
+
+impl Flat {
+    pub fn new(records: usize, rejections: Rejections, counts: Counts) -> Self {
+        Flat {
+            records,
+            columns: vec![],
+            rejections,
+            counts,
+            error: None,
+        }
+    }
+}
+
+/// A trace or span id as lowercase hex; empty → null (lengths are checked before).
+pub fn hex(out: &mut Strings, raw: &[u8]) {
+    if raw.is_empty() {
+        return out.push_null();
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in raw {
+        out.data.push(HEX[(b >> 4) as usize]);
+        out.data.push(HEX[(b & 15) as usize]);
+    }
+    out.end_value();
+}
+
+/// A uint64 past the LONG range, in pyarrow's words for the same cast.
+pub fn out_of_long(v: u64) -> Deferred {
+    Deferred::OutOfRange(format!(
+        "Integer value {v} not in range: 0 to 9223372036854775807"
+    ))
+}
+
+static SEVERITIES: OnceLock<Vec<Option<String>>> = OnceLock::new();
+
+/// The names of the enums, from the protobuf descriptors Python has (one source of truth):
+/// ``severity_number`` as a list indexed by number.
+#[pyfunction]
+fn set_enums(severities: Vec<Option<String>>) {
+    let _ = SEVERITIES.set(severities);
+}
+
+/// The memory of one Arrow buffer, lent to pyarrow through the buffer protocol.
+#[pyclass(frozen, module = "collector._native")]
+struct Buffer(columns::Buffer);
+
+#[pymethods]
+impl Buffer {
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: std::os::raw::c_int,
+    ) -> PyResult<()> {
+        let bytes = slf.get().0.bytes();
+        let done = ffi::PyBuffer_FillInfo(
+            view,
+            slf.as_ptr(),
+            bytes.as_ptr() as *mut std::os::raw::c_void,
+            bytes.len() as ffi::Py_ssize_t,
+            1,
+            flags,
+        );
+        if done == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+
+    fn __len__(&self) -> usize {
+        self.0.bytes().len()
+    }
+}
+
+fn node_to_py(py: Python<'_>, node: Node) -> PyResult<PyObject> {
+    let buffers = PyList::empty(py);
+    for b in node.buffers {
+        match b {
+            Some(b) => buffers.append(Bound::new(py, Buffer(b))?)?,
+            None => buffers.append(py.None())?,
+        }
+    }
+    let children = PyList::empty(py);
+    for c in node.children {
+        children.append(node_to_py(py, c)?)?;
+    }
+    (node.len, node.nulls, buffers, children).into_py_any(py)
+}
+
+fn body_bytes<'a>(body: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+    if let Ok(b) = body.downcast::<PyBytes>() {
+        return Ok(b.as_bytes());
+    }
+    if let Ok(b) = body.downcast::<PyByteArray>() {
+        // SAFETY: the GIL is held and nothing here runs Python code that could resize it.
+        return Ok(unsafe { b.as_bytes() });
+    }
+    Err(PyValueError::new_err(
+        "the body must be bytes or a bytearray",
+    ))
+}
+
+/// Flatten an ExportLogsServiceRequest. Returns (records, columns, rejected, rejection
+/// message, truncated values, dropped attributes, deferred error); a request that does not
+/// parse raises ValueError with upb's reason, and so does a panic, which never unwinds into
+/// Python.
+#[pyfunction]
+fn flatten_logs(
+    py: Python<'_>,
+    body: &Bound<'_, PyAny>,
+    max_attributes: usize,
+    max_value_bytes: usize,
+) -> PyResult<PyObject> {
+    let bytes = body_bytes(body)?;
+    let limits = Limits {
+        max_attributes,
+        max_value_bytes,
+    };
+    let severities = SEVERITIES.get().map(Vec::as_slice).unwrap_or(&[]);
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        logs::LogsFlattener::new(limits, severities).run(bytes)
+    }));
+    flat_to_py(py, result)
+}
+
+fn flat_to_py(
+    py: Python<'_>,
+    result: std::thread::Result<wire::Result<Flat>>,
+) -> PyResult<PyObject> {
+    let flat = match result {
+        Ok(Ok(flat)) => flat,
+        Ok(Err(e)) => return Err(PyValueError::new_err(e.text())),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            return Err(PyValueError::new_err(format!(
+                "the native decoder failed: {what}"
+            )));
+        }
+    };
+    let error: PyObject = match flat.error {
+        None => py.None(),
+        Some(Deferred::Malformed(m)) => ("malformed", m).into_py_any(py)?,
+        Some(Deferred::OutOfRange(m)) => ("out_of_range", m).into_py_any(py)?,
+    };
+    let columns = PyList::empty(py);
+    for (name, node) in flat.columns {
+        columns.append(PyTuple::new(
+            py,
+            [name.into_py_any(py)?, node_to_py(py, node)?],
+        )?)?;
+    }
+    (
+        flat.records,
+        columns,
+        flat.rejections.count,
+        flat.rejections.first,
+        flat.counts.truncated,
+        flat.counts.dropped,
+        error,
+    )
+        .into_py_any(py)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(set_enums, m)?)?;
+    m.add_function(wrap_pyfunction!(flatten_logs, m)?)?;
+    m.add_class::<Buffer>()?;
+    Ok(())
+}

@@ -35,6 +35,7 @@ from google.protobuf.json_format import MessageToDict
 
 from benchmarks import ceilings, loadgen
 from benchmarks.workloads import WORKLOADS, Request, build
+from collector.flatten import native
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -297,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         requests = build(workload, 8 if workload != "mixed" else 40)
         references[workload] = {
             "parse_only": ceilings.parse_only(requests, ceiling_seconds),
-            "decode_flatten": ceilings.decode_flatten(requests, ceiling_seconds),
+            f"decode_flatten_{native.ENGINE}": ceilings.decode_flatten(requests, ceiling_seconds),
+            "decode_flatten_python": ceilings.decode_flatten_python(requests, ceiling_seconds),
             "parquet_write": ceilings.parquet_write(requests, ceiling_seconds),
             "naive_pipeline": ceilings.naive_pipeline(requests[:4], ceiling_seconds * 2),
         }

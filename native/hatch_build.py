@@ -40,8 +40,14 @@ class NativeBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         if built.returncode != 0 or not library.exists():
             return self._without(f"cargo build failed (exit {built.returncode})", mode)
         if version == "editable":
-            # The source tree is what an editable install imports: the module goes beside it.
-            shutil.copyfile(library, Path(self.root) / TARGET)
+            # The source tree is what an editable install imports: the module goes beside it,
+            # as a new file renamed over the old one. Copied over it in place, it would change
+            # under the processes that have it loaded (tests running `make image`), and crash
+            # them.
+            target = Path(self.root) / TARGET
+            partial = target.with_name(f".{target.name}.{os.getpid()}")
+            shutil.copyfile(library, partial)
+            os.replace(partial, target)
         else:
             build_data["force_include"][str(library)] = TARGET
         build_data["pure_python"] = False

@@ -181,7 +181,7 @@ def test_real_exporters_histograms_take_the_packed_path() -> None:
 
 def test_unpacked_buckets_and_bounds_are_read_as_a_full_parse_reads_them() -> None:
     """Protobuf lets a packed field arrive one value per tag; the bytes field cannot take that,
-    so the point's histograms are decoded again with the standard classes."""
+    so the wire class keeps such values as unknown fields, read from there."""
     request = _histogram_request(count=6)
     wire, point = _wire_point(request)
     unpacked = b"".join(
@@ -193,6 +193,24 @@ def test_unpacked_buckets_and_bounds_are_read_as_a_full_parse_reads_them() -> No
     assert _buckets(body) == ([1, 2, 3], [0.5, 2.5])
     standard = flatten_request(METRICS, METRICS.request_type.FromString(body))
     assert _decoded(METRICS, body).batch.equals(standard.batch)
+
+
+def test_an_unpacked_point_with_a_malformed_attribute_is_refused_not_a_crash() -> None:
+    """Packed and unpacked values mixed come as a full parse of the re-serialized point gives
+    them (packed runs first), and the point's raw attributes keep their own errors: once, a
+    re-decode of such histograms made a malformed attribute escape as a DecodeError (a 500)."""
+    request = _histogram_request(count=6, bucket_counts=[7])
+    request.resource_metrics[0].scope_metrics[0].metrics[0].histogram.data_points[0].attributes.add(
+        key="placeholder"
+    )
+    wire, point = _wire_point(request)
+    point.MergeFromString(b"\x31" + struct.pack("<Q", 1) + b"\x30\x05")  # fixed64; a varint
+    point.bucket_counts.append(struct.pack("<Q", 9))
+    body = wire.SerializeToString()
+    assert _buckets(body) == ([7, 9, 1], [])
+    point.attributes[0] = _malformed_key_value()
+    with pytest.raises(InvalidArgument, match="an attribute is not a valid OTLP KeyValue"):
+        _decoded(METRICS, wire.SerializeToString())
 
 
 def test_a_packed_field_in_several_runs_is_their_concatenation() -> None:

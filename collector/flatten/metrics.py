@@ -12,11 +12,18 @@ import pyarrow.compute as pc
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
-from opentelemetry.proto.metrics.v1.metrics_pb2 import Exemplar, Histogram
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Exemplar
 
 from collector.flatten.columns import ListValues, Rows, repeat_each, transpose
 from collector.flatten.common import Flattened, Origins, Rejections, finish
-from collector.flatten.packed import DOUBLE, FIXED64, came_unpacked, is_packed, unpack
+from collector.flatten.packed import (
+    DOUBLE,
+    FIXED64,
+    came_unpacked,
+    is_packed,
+    point_values,
+    unpack,
+)
 from collector.flatten.values import (
     DEFAULT_LIMITS,
     Converter,
@@ -65,8 +72,8 @@ _data_points = attrgetter("data_points")
 _read_number = attrgetter("as_double", "as_int")
 _read_histogram = attrgetter("count", "bucket_counts", "explicit_bounds", "sum", "min", "max")
 _has = {f: methodcaller("HasField", f) for f in ("sum", "min", "max")}
-# Histogram fields that collector.wire may leave as packed runs, and their wire types.
-_PACKED = {"bucket_counts": FIXED64, "explicit_bounds": DOUBLE}
+# Histogram fields that collector.wire may leave as packed runs: field number and wire type.
+_PACKED = {"bucket_counts": (6, FIXED64), "explicit_bounds": (7, DOUBLE)}
 
 
 class _PointRows:
@@ -158,9 +165,6 @@ def _add_histogram_points(
     r = out.rows
     lengths = list(map(len, map(_data_points, datas)))
     points = list(chain.from_iterable(map(_data_points, datas)))
-    if came_unpacked(points):
-        datas = [Histogram.FromString(d.SerializeToString()) for d in datas]
-        points = list(chain.from_iterable(map(_data_points, datas)))
     if not _without_exemplars(points):
         return _one_by_one(out, datas, rej, labels, _add_histogram)
     out.common_columns(points)
@@ -169,9 +173,13 @@ def _add_histogram_points(
     )
     r["count"].extend(count)
     r["sum"].extend(_present(sums, points, "sum"))
+    unpacked = came_unpacked(points)
     for column, values in (("bucket_counts", bucket_counts), ("explicit_bounds", explicit_bounds)):
-        if is_packed(values):
-            r[column].extend_packed(values, _PACKED[column])
+        number, wire = _PACKED[column]
+        if unpacked:
+            r[column].extend([point_values(p, column, number, wire) for p in points])
+        elif is_packed(values):
+            r[column].extend_packed(values, wire)
         else:
             r[column].extend(values)
     r["min"].extend(_present(mins, points, "min"))
@@ -182,8 +190,8 @@ def _add_histogram_points(
 def _add_histogram(r: Rows, dp: Any) -> None:
     r["count"].append(dp.count)
     r["sum"].append(_optional(dp, "sum"))
-    r["bucket_counts"].append(unpack(dp.bucket_counts, FIXED64))
-    r["explicit_bounds"].append(unpack(dp.explicit_bounds, DOUBLE))
+    for column, (number, wire) in _PACKED.items():
+        r[column].append(point_values(dp, column, number, wire))
     r["min"].append(_optional(dp, "min"))
     r["max"].append(_optional(dp, "max"))
 
@@ -224,7 +232,7 @@ def _reject(rej: Rejections, label: tuple[int, str], dp: Any, reason: object) ->
     at, name = label
     rej.add(f"metric {name!r}", reason, at)
     check_decodable(dp.attributes, *(e.filtered_attributes for e in dp.exemplars))
-    for field, wire in _PACKED.items():
+    for field, (_, wire) in _PACKED.items():
         unpack(getattr(dp, field, ()), wire)
 
 

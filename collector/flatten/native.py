@@ -10,7 +10,6 @@ toolchain at install) the fallback runs and the start-up log says so.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +37,15 @@ def _load() -> tuple[Any, str | None]:
         from collector import _native  # type: ignore[attr-defined]
     except ImportError as e:
         return None, f"the native extension is not installed ({e})"
-    severities = enum_names("severity_number")
-    _native.set_enums([severities.get(i) for i in range(max(severities) + 1)])
+    _native.set_enums(
+        *(
+            [names.get(i) for i in range(max(names) + 1)]
+            for names in map(
+                enum_names,
+                ("severity_number", "aggregation_temporality", "span_kind", "status_code"),
+            )
+        )
+    )
     return _native, None
 
 
@@ -74,9 +80,9 @@ class Decoded:
 def flatten_native(
     signal: str, body: bytes | bytearray, limits: Limits, schema: pa.Schema
 ) -> Decoded:
-    """Decode and flatten a protobuf request of ``signal`` (logs); ValueError with the
-    parser's reason if the request itself does not parse."""
-    records, columns, rejected, reason, truncated, dropped, error = _FLATTEN[signal](
+    """Decode and flatten a protobuf request of ``signal``; ValueError with the parser's
+    reason if the request itself does not parse."""
+    records, columns, rejected, first, truncated, dropped, error = _FLATTEN[signal](
         body, limits.max_attributes, limits.max_value_bytes
     )
     if error is not None:
@@ -88,16 +94,36 @@ def flatten_native(
         raise AssertionError(f"the native core built {names}, the schema has {schema.names}")
     arrays = [_array(field.type, node) for field, (_, node) in zip(schema, columns, strict=True)]
     batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-    flat = Flattened(batch, rejected, reason, truncated, dropped)
+    flat = Flattened(batch, rejected, _rejection(first), truncated, dropped)
     return Decoded(signal, body, schema, records, limits, flat, None)
 
 
-_FLATTEN = {"logs": _native.flatten_logs} if _native is not None else {}
+def _rejection(first: tuple[str, str | None, str] | None) -> str | None:
+    """The partial-success message of the first record rejected, as the Python flatteners
+    word it (a metric's name quoted by ``repr``)."""
+    if first is None:
+        return None
+    what, name, reason = first
+    return f"{what}: {reason}" if name is None else f"{what} {name!r}: {reason}"
+
+
+_FLATTEN = (
+    {
+        "logs": _native.flatten_logs,
+        "metrics": _native.flatten_metrics,
+        "traces": _native.flatten_spans,
+    }
+    if _native is not None
+    else {}
+)
 NATIVE_SIGNALS = frozenset(_FLATTEN)  # the signals whose protobuf requests the core decodes
 
 
-def _array(type: pa.DataType, node: tuple[int, int, Sequence[Any], Sequence[Any]]) -> pa.Array:
-    """An array over the buffers the native core built for a column of ``type``."""
+def _array(type: pa.DataType, node: tuple[Any, ...]) -> pa.Array:
+    """An array over the buffers the native core built for a column of ``type`` (or, for a
+    metric type no point of the request has, its nulls as the Python flattener makes them)."""
+    if len(node) == 2:
+        return pa.nulls(node[0], type)
     length, nulls, buffers, children = node
     kids: list[pa.Array] | None = None
     if isinstance(type, pa.StructType):

@@ -28,6 +28,7 @@ __all__ = [
     "came_unpacked",
     "is_packed",
     "packed_values",
+    "point_values",
     "unpack",
 ]
 
@@ -35,25 +36,28 @@ _JOIN = b"".join
 
 
 class Wire:
-    """A fixed-width protobuf scalar type: its Arrow type and its ``array`` typecode."""
+    """A fixed-width protobuf scalar type: its Arrow type, its ``array`` typecode and its wire
+    type when a value comes unpacked."""
 
-    __slots__ = ("arrow", "name", "typecode", "width")
+    __slots__ = ("arrow", "name", "typecode", "width", "wire_type")
 
-    def __init__(self, name: str, arrow: pa.DataType, typecode: str) -> None:
+    def __init__(self, name: str, arrow: pa.DataType, typecode: str, wire_type: int) -> None:
         self.name = name
         self.arrow = arrow
         self.typecode = typecode
         self.width = arrow.bit_width // 8
+        self.wire_type = wire_type
 
 
-DOUBLE = Wire("double", pa.float64(), "d")
-FIXED64 = Wire("fixed64", pa.uint64(), "Q")
+DOUBLE = Wire("double", pa.float64(), "d", 1)
+FIXED64 = Wire("fixed64", pa.uint64(), "Q", 1)
 
 
 def came_unpacked(points: Sequence[Any]) -> bool:
     """Whether a point decoded by collector.wire holds fields it could not take: an unpacked
-    run of numbers is one (and a field this protobuf version does not know). Only a full parse
-    reads such points; they are rare, as exporters write packed runs."""
+    run of numbers is one (and a field this protobuf version does not know). Their values are
+    read one by one (:func:`point_values`); such points are rare, as exporters write packed
+    runs."""
     return (
         bool(points)
         and isinstance(points[0], Message)
@@ -93,6 +97,23 @@ def unpack(values: Sequence[object], wire: Wire) -> Sequence[object]:
     if any(len(run) % wire.width for run in values):  # type: ignore[arg-type]
         raise MalformedValue(_not_whole(wire))
     return array(wire.typecode, _native(_JOIN(values), wire)).tolist()  # type: ignore[arg-type]
+
+
+def point_values(point: Message, field: str, number: int, wire: Wire) -> list[Any]:
+    """A point's values of a packed-or-unpacked field: those of its packed runs, then those it
+    holds unpacked (unknown fields of the wire classes), each in wire order: the order a full
+    parse of the point as re-serialized by protobuf (known fields first) gives them."""
+    values = list(unpack(getattr(point, field), wire))
+    if not isinstance(point, Message):  # an OTLP/JSON node: its numbers are all there
+        return values
+    unpacked = [
+        f.data  # the 8 bytes as an unsigned int
+        for f in UnknownFieldSet(point)
+        if f.field_number == number and f.wire_type == wire.wire_type
+    ]
+    if unpacked:
+        values.extend(array(wire.typecode, array("Q", unpacked).tobytes()).tolist())
+    return values
 
 
 def _native(data: bytes, wire: Wire) -> bytes:

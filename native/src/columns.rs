@@ -4,7 +4,7 @@
 use crate::values::{write_str, Any};
 
 /// A validity bitmap, made only once a null is appended (no bitmap means no nulls).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Validity {
     bits: Vec<u8>,
     len: usize,
@@ -17,7 +17,7 @@ impl Validity {
         if !valid && self.nulls == 0 {
             // The first null: the bitmap of the values so far, all valid.
             self.bits = vec![0xff; self.len / 8];
-            if self.len % 8 != 0 {
+            if !self.len.is_multiple_of(8) {
                 self.bits.push((1u8 << (self.len % 8)) - 1);
             }
         }
@@ -25,7 +25,7 @@ impl Validity {
             self.nulls += 1;
         }
         if self.nulls > 0 {
-            if self.len % 8 == 0 {
+            if self.len.is_multiple_of(8) {
                 self.bits.push(0);
             }
             if valid {
@@ -73,6 +73,23 @@ pub struct Node {
     pub nulls: usize,
     pub buffers: Vec<Option<Buffer>>,
     pub children: Vec<Node>,
+}
+
+impl Node {
+    /// ``len`` nulls of the column's type, made by pyarrow (``pa.nulls``) as the Python
+    /// flattener makes them, so that the IPC bytes are the same.
+    pub fn all_null(len: usize) -> Node {
+        Node {
+            len,
+            nulls: len,
+            buffers: vec![],
+            children: vec![],
+        }
+    }
+
+    pub fn is_all_null(&self) -> bool {
+        self.buffers.is_empty()
+    }
 }
 
 /// A STRING column.
@@ -227,7 +244,7 @@ pub struct Bools {
 
 impl Bools {
     pub fn push_opt(&mut self, v: Option<bool>) {
-        if self.len % 8 == 0 {
+        if self.len.is_multiple_of(8) {
             self.bits.push(0);
         }
         if v == Some(true) {
@@ -338,10 +355,6 @@ pub struct Maps {
 }
 
 impl Maps {
-    pub fn len(&self) -> usize {
-        self.offsets.len()
-    }
-
     /// Append one attribute to the row being built.
     #[inline]
     pub fn push(&mut self, key: &str, value: &Any<'_>, limits: &Limits, counts: &mut Counts) {

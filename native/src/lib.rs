@@ -5,7 +5,9 @@
 
 mod columns;
 mod logs;
+mod metrics;
 mod origins;
+mod spans;
 mod values;
 mod wire;
 
@@ -73,15 +75,24 @@ impl<const N: usize> Errors<N> {
 #[derive(Default)]
 pub struct Rejections {
     count: u64,
-    first: Option<String>,
+    /// What was rejected, its name if it has one (Python quotes it), and why.
+    first: Option<(&'static str, Option<String>, String)>,
     first_at: usize,
 }
 
 impl Rejections {
-    pub fn add(&mut self, what: &str, reason: &str, at: usize) {
+    pub fn add(&mut self, what: &'static str, reason: &str, at: usize) {
+        self.add_named(what, None, reason, at);
+    }
+
+    pub fn add_metric(&mut self, name: &str, reason: &str, at: usize) {
+        self.add_named("metric", Some(name), reason, at);
+    }
+
+    fn add_named(&mut self, what: &'static str, name: Option<&str>, reason: &str, at: usize) {
         self.count += 1;
         if self.first.is_none() || at < self.first_at {
-            self.first = Some(format!("{what}: {reason}"));
+            self.first = Some((what, name.map(str::to_owned), reason.to_owned()));
             self.first_at = at;
         }
     }
@@ -128,13 +139,48 @@ pub fn out_of_long(v: u64) -> Deferred {
     ))
 }
 
-static SEVERITIES: OnceLock<Vec<Option<String>>> = OnceLock::new();
+/// The names of the OTLP enums the tables hold, by number (unknown numbers are written as
+/// their decimal value).
+#[derive(Default)]
+pub struct Enums {
+    pub severity: Vec<Option<String>>,
+    pub temporality: Vec<Option<String>>,
+    pub span_kind: Vec<Option<String>>,
+    pub status_code: Vec<Option<String>>,
+}
 
-/// The names of the enums, from the protobuf descriptors Python has (one source of truth):
-/// ``severity_number`` as a list indexed by number.
+static ENUMS: OnceLock<Enums> = OnceLock::new();
+
+/// Append the name of enum value ``n`` (or its number) to ``out``.
+pub fn enum_name(names: &[Option<String>], n: i32, out: &mut Strings) {
+    match usize::try_from(n).ok().and_then(|i| names.get(i)?.as_ref()) {
+        Some(name) => out.push(name.as_bytes()),
+        None => {
+            values::write_int(n as i64, &mut out.data);
+            out.end_value();
+        }
+    }
+}
+
+/// The enums' names, from the protobuf descriptors Python has (one source of truth), each a
+/// list indexed by number.
 #[pyfunction]
-fn set_enums(severities: Vec<Option<String>>) {
-    let _ = SEVERITIES.set(severities);
+fn set_enums(
+    severity: Vec<Option<String>>,
+    temporality: Vec<Option<String>>,
+    span_kind: Vec<Option<String>>,
+    status_code: Vec<Option<String>>,
+) {
+    let _ = ENUMS.set(Enums {
+        severity,
+        temporality,
+        span_kind,
+        status_code,
+    });
+}
+
+fn enums() -> &'static Enums {
+    ENUMS.get_or_init(Enums::default)
 }
 
 /// The memory of one Arrow buffer, lent to pyarrow through the buffer protocol.
@@ -171,6 +217,9 @@ impl Buffer {
 }
 
 fn node_to_py(py: Python<'_>, node: Node) -> PyResult<PyObject> {
+    if node.is_all_null() {
+        return (node.len, py.None()).into_py_any(py);
+    }
     let buffers = PyList::empty(py);
     for b in node.buffers {
         match b {
@@ -198,10 +247,9 @@ fn body_bytes<'a>(body: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
     ))
 }
 
-/// Flatten an ExportLogsServiceRequest. Returns (records, columns, rejected, rejection
-/// message, truncated values, dropped attributes, deferred error); a request that does not
-/// parse raises ValueError with upb's reason, and so does a panic, which never unwinds into
-/// Python.
+/// Flatten an ExportLogsServiceRequest. Returns (records, columns, rejected, first rejection,
+/// truncated values, dropped attributes, deferred error); a request that does not parse
+/// raises ValueError with upb's reason, and so does a panic, which never unwinds into Python.
 #[pyfunction]
 fn flatten_logs(
     py: Python<'_>,
@@ -209,15 +257,62 @@ fn flatten_logs(
     max_attributes: usize,
     max_value_bytes: usize,
 ) -> PyResult<PyObject> {
+    flatten(
+        py,
+        body,
+        max_attributes,
+        max_value_bytes,
+        |limits, bytes| logs::LogsFlattener::new(limits, &enums().severity).run(bytes),
+    )
+}
+
+/// Flatten an ExportMetricsServiceRequest, as ``flatten_logs`` does a logs request.
+#[pyfunction]
+fn flatten_metrics(
+    py: Python<'_>,
+    body: &Bound<'_, PyAny>,
+    max_attributes: usize,
+    max_value_bytes: usize,
+) -> PyResult<PyObject> {
+    flatten(
+        py,
+        body,
+        max_attributes,
+        max_value_bytes,
+        |limits, bytes| metrics::MetricsFlattener::new(limits, enums()).run(bytes),
+    )
+}
+
+/// Flatten an ExportTraceServiceRequest, as ``flatten_logs`` does a logs request.
+#[pyfunction]
+fn flatten_spans(
+    py: Python<'_>,
+    body: &Bound<'_, PyAny>,
+    max_attributes: usize,
+    max_value_bytes: usize,
+) -> PyResult<PyObject> {
+    flatten(
+        py,
+        body,
+        max_attributes,
+        max_value_bytes,
+        |limits, bytes| spans::SpansFlattener::new(limits, enums()).run(bytes),
+    )
+}
+
+fn flatten(
+    py: Python<'_>,
+    body: &Bound<'_, PyAny>,
+    max_attributes: usize,
+    max_value_bytes: usize,
+    run: impl FnOnce(Limits, &[u8]) -> wire::Result<Flat>,
+) -> PyResult<PyObject> {
     let bytes = body_bytes(body)?;
     let limits = Limits {
         max_attributes,
         max_value_bytes,
     };
-    let severities = SEVERITIES.get().map(Vec::as_slice).unwrap_or(&[]);
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        logs::LogsFlattener::new(limits, severities).run(bytes)
-    }));
+    let result = catch_unwind(AssertUnwindSafe(|| run(limits, bytes)));
     flat_to_py(py, result)
 }
 
@@ -267,6 +362,8 @@ fn flat_to_py(
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_enums, m)?)?;
     m.add_function(wrap_pyfunction!(flatten_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(flatten_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(flatten_spans, m)?)?;
     m.add_class::<Buffer>()?;
     Ok(())
 }

@@ -229,16 +229,6 @@ pub fn utf8(b: &[u8]) -> Result<&str> {
     std::str::from_utf8(b).map_err(|_| DecodeError::Utf8)
 }
 
-/// The fixed-width numbers of a packed run (a repeated fixed64/double field's LEN occurrence).
-#[inline]
-pub fn packed_fixed64(b: &[u8]) -> Result<impl Iterator<Item = u64> + '_> {
-    if b.len() % 8 != 0 {
-        return Err(DecodeError::Corrupt);
-    }
-    Ok(b.chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap())))
-}
-
 /// The varints of a packed run.
 pub fn packed_varints(b: &[u8], out: &mut Vec<u64>) -> Result<()> {
     let mut f = Fields::new(b, 0);

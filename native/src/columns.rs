@@ -429,6 +429,7 @@ impl Maps {
 #[derive(Default)]
 struct KeySet {
     slots: Vec<u32>,
+    used: Vec<usize>,
 }
 
 impl KeySet {
@@ -439,7 +440,7 @@ impl KeySet {
             self.slots = vec![0; size];
         }
         let mask = size - 1;
-        let mut used: Vec<usize> = Vec::with_capacity(n);
+        let mut used = std::mem::take(&mut self.used);
         let mut found = false;
         'outer: for i in first..end {
             let key = keys.get(i);
@@ -458,21 +459,24 @@ impl KeySet {
                 h = (h + 1) & mask;
             }
         }
-        for h in used {
+        for &h in &used {
             self.slots[h] = 0;
         }
+        used.clear();
+        self.used = used;
         found
     }
 }
 
 #[inline]
 fn hash(b: &[u8]) -> u64 {
-    // FNV-1a: keys are short, and this only spreads them over a small table.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &x in b {
-        h = (h ^ x as u64).wrapping_mul(0x100000001b3);
-    }
-    h
+    // Only spreads a row's keys over a small table (equal keys are compared in full): the
+    // length and the last 8 bytes tell attribute keys apart well enough, in a few instructions.
+    let mut tail = [0u8; 8];
+    let n = b.len().min(8);
+    tail[..n].copy_from_slice(&b[b.len() - n..]);
+    (u64::from_le_bytes(tail) ^ (b.len() as u64).rotate_left(56)).wrapping_mul(0x9e3779b97f4a7c15)
+        >> 32
 }
 
 /// A STRUCT column's own validity (its fields are built beside it).

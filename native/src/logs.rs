@@ -3,7 +3,7 @@
 
 use crate::columns::{Counts, Limits, Maps, Numbers, Strings};
 use crate::origins::{
-    attributes_row, dropped_count, key_value, too_large, Origins, Resource, Scope,
+    dropped_count, key_value, raw_attributes_row, too_large, Origins, Resource, Scope,
 };
 use crate::values::{merge_any, write_str, Any};
 use crate::wire::{utf8, DecodeError, Fields, Result, Value, MAX_DEPTH};
@@ -15,8 +15,9 @@ struct Record<'a> {
     observed: u64,
     severity: i32,
     severity_text: &'a str,
-    bodies: Vec<&'a [u8]>,
-    attributes: Vec<&'a [u8]>,
+    body: Option<&'a [u8]>,
+    more_bodies: Vec<&'a [u8]>, // a body sent in several occurrences (rare)
+    attributes: (usize, usize), // a range of the scope's raw attributes
     dropped: u32,
     flags: u32,
     trace_id: &'a [u8],
@@ -24,7 +25,8 @@ struct Record<'a> {
     event_name: &'a str,
 }
 
-fn record<'a>(mut f: Fields<'a>, r: &mut Record<'a>) -> Result<()> {
+fn record<'a>(mut f: Fields<'a>, r: &mut Record<'a>, raw: &mut Vec<&'a [u8]>) -> Result<()> {
+    r.attributes.0 = raw.len();
     while let Some((field, v)) = f.next()? {
         match (field, v) {
             (1, Value::Fixed64(x)) => r.time = x,
@@ -34,8 +36,9 @@ fn record<'a>(mut f: Fields<'a>, r: &mut Record<'a>) -> Result<()> {
             (3 | 12, Value::Overrun(b)) => _ = utf8(b)?,
             // Attributes and body are checked when converted (collector/wire.py leaves them
             // undecoded too): their errors are the flattener's, not the request's.
-            (5, Value::Len(b)) => r.bodies.push(b),
-            (6, Value::Len(b)) => r.attributes.push(b),
+            (5, Value::Len(b)) if r.body.is_none() => r.body = Some(b),
+            (5, Value::Len(b)) => r.more_bodies.push(b),
+            (6, Value::Len(b)) => raw.push(b),
             (7, Value::Varint(x)) => r.dropped = x as u32,
             (8, Value::Fixed32(x)) => r.flags = x,
             (9, Value::Len(b)) => r.trace_id = b,
@@ -44,7 +47,18 @@ fn record<'a>(mut f: Fields<'a>, r: &mut Record<'a>) -> Result<()> {
             _ => {}
         }
     }
+    r.attributes.1 = raw.len();
     Ok(())
+}
+
+impl<'a> Record<'a> {
+    fn bodies(&self) -> Vec<&'a [u8]> {
+        self.body
+            .iter()
+            .copied()
+            .chain(self.more_bodies.iter().copied())
+            .collect()
+    }
 }
 
 /// The columns of the table, in the order of otel_logs.sql.
@@ -131,12 +145,13 @@ impl<'e> LogsFlattener<'e> {
         let mut scope = Scope::default();
         let mut url = "";
         let mut records: Vec<Record<'_>> = Vec::new();
+        let mut raw: Vec<&[u8]> = Vec::new();
         while let Some((field, v)) = f.next()? {
             match (field, v) {
                 (1, Value::Len(b)) => scope.merge(f.child(b)?)?,
                 (2, Value::Len(b)) => {
                     let mut r = Record::default();
-                    record(f.child(b)?, &mut r)?;
+                    record(f.child(b)?, &mut r, &mut raw)?;
                     records.push(r);
                 }
                 (3, Value::Len(b)) => url = utf8(b)?,
@@ -161,10 +176,10 @@ impl<'e> LogsFlattener<'e> {
             match bad {
                 Some(reason) => {
                     self.rejections.add("log record", &reason, 0);
-                    self.check_rejected(r);
+                    self.check_rejected(r, &raw[r.attributes.0..r.attributes.1]);
                 }
                 None => {
-                    self.add(r);
+                    self.add(r, &raw[r.attributes.0..r.attributes.1]);
                     kept += 1;
                 }
             }
@@ -175,18 +190,18 @@ impl<'e> LogsFlattener<'e> {
 
     /// A rejected record's attributes and body must decode all the same: a malformed one fails
     /// the request, as a full parse would have.
-    fn check_rejected(&mut self, r: &Record<'_>) {
-        for kv in &r.attributes {
+    fn check_rejected(&mut self, r: &Record<'_>, attributes: &[&[u8]]) {
+        for kv in attributes {
             if let Err(e) = key_value(Fields::new(kv, MAX_DEPTH)) {
                 return self.errors.set(REJECTED, Deferred::attribute(e));
             }
         }
-        if let Err(e) = body_text(&r.bodies, &mut Vec::new()) {
+        if let Err(e) = body_text(r, &mut Vec::new()) {
             self.errors.set(REJECTED, Deferred::body(e));
         }
     }
 
-    fn add(&mut self, r: &Record<'_>) {
+    fn add(&mut self, r: &Record<'_>, attributes: &[&[u8]]) {
         let rows = &mut self.rows;
         let limits = &self.limits;
         rows.event_name
@@ -215,7 +230,7 @@ impl<'e> LogsFlattener<'e> {
         rows.severity_text.push(r.severity_text.as_bytes());
         let s = &mut rows.body;
         let start = s.value_start();
-        match body_text(&r.bodies, &mut s.data) {
+        match body_text(r, &mut s.data) {
             Ok(true) => {
                 self.counts.truncated += limits.clip(&mut s.data, start) as u64;
                 s.end_value();
@@ -227,17 +242,11 @@ impl<'e> LogsFlattener<'e> {
                 s.push_null();
             }
         }
-        let mut decoded = Vec::with_capacity(r.attributes.len());
-        for kv in &r.attributes {
-            match key_value(Fields::new(kv, MAX_DEPTH)) {
-                Ok(pair) => decoded.push(pair),
-                Err(e) => {
-                    self.errors.set(ATTRIBUTES, Deferred::attribute(e));
-                    break;
-                }
-            }
+        let (extra, error) =
+            raw_attributes_row(&mut rows.attributes, attributes, limits, &mut self.counts);
+        if let Some(e) = error {
+            self.errors.set(ATTRIBUTES, Deferred::attribute(e));
         }
-        let extra = attributes_row(&mut rows.attributes, &decoded, limits, &mut self.counts);
         rows.dropped.push(dropped_count(
             r.dropped as u64 + extra,
             &mut self.dropped_overflow,
@@ -292,14 +301,14 @@ impl<'e> LogsFlattener<'e> {
 
 /// A record's body, as the STRING it is stored as, appended to ``out``; false if it holds no
 /// value. Its occurrences merge, as their concatenated bytes do.
-fn body_text(bodies: &[&[u8]], out: &mut Vec<u8>) -> std::result::Result<bool, DecodeError> {
+fn body_text(r: &Record<'_>, out: &mut Vec<u8>) -> std::result::Result<bool, DecodeError> {
     let mut v = Any::Unset;
     let joined;
-    match bodies {
-        [] => {}
-        [one] => merge_any(Fields::new(one, MAX_DEPTH), &mut v)?,
-        many => {
-            joined = many.concat();
+    match (r.body, r.more_bodies.is_empty()) {
+        (None, _) => {}
+        (Some(one), true) => merge_any(Fields::new(one, MAX_DEPTH), &mut v)?,
+        _ => {
+            joined = r.bodies().concat();
             merge_any(Fields::new(&joined, MAX_DEPTH), &mut v)?;
         }
     }

@@ -3,7 +3,7 @@
 //! exactly as collector/flatten/metrics.py lays them out.
 
 use crate::columns::{struct_node, Bools, Counts, Limits, Maps, Node, Numbers, Offsets, Strings};
-use crate::origins::{attributes_row, key_value, Origins, Resource, Scope};
+use crate::origins::{attributes_row, key_value, raw_attributes_row, Origins, Resource, Scope};
 use crate::values::Any;
 use crate::wire::{packed_varints, utf8, Fields, Result, Value, MAX_DEPTH};
 use crate::{enum_name, hex, out_of_long, Deferred, Enums, Errors, Flat, Rejections};
@@ -730,19 +730,11 @@ impl<'e> MetricsFlattener<'e> {
         raw: &[&[u8]],
         maps_of: impl Fn(&mut TypeRows) -> &mut Maps,
     ) {
-        let mut decoded = Vec::with_capacity(raw.len());
-        for kv in raw {
-            match key_value(Fields::new(kv, MAX_DEPTH)) {
-                Ok(pair) => decoded.push(pair),
-                Err(e) => {
-                    self.errors.set(slot(kind, col), Deferred::attribute(e));
-                    break;
-                }
-            }
+        let maps = maps_of(&mut self.types[kind as usize]);
+        let (_, error) = raw_attributes_row(maps, raw, &self.limits, &mut self.counts);
+        if let Some(e) = error {
+            self.errors.set(slot(kind, col), Deferred::attribute(e));
         }
-        let i = kind as usize;
-        let maps = maps_of(&mut self.types[i]);
-        attributes_row(maps, &decoded, &self.limits, &mut self.counts);
     }
 
     fn add_point(&mut self, d: &Data<'_>, p: &Point<'_>) {
@@ -856,25 +848,14 @@ impl<'e> MetricsFlattener<'e> {
         let i = kind as usize;
         for e in &p.exemplars {
             let time = self.long(kind, Col::ExemplarTime, e.time);
-            let mut decoded = Vec::with_capacity(e.attributes.len());
-            for kv in &e.attributes {
-                match key_value(Fields::new(kv, MAX_DEPTH)) {
-                    Ok(pair) => decoded.push(pair),
-                    Err(err) => {
-                        self.errors.set(
-                            slot(kind, Col::ExemplarAttributes),
-                            Deferred::attribute(err),
-                        );
-                        break;
-                    }
-                }
-            }
+            self.attributes(kind, Col::ExemplarAttributes, &e.attributes, |t| {
+                &mut t.exemplars.attributes
+            });
             let x = &mut self.types[i].exemplars;
             x.time.push(time);
             x.value.push_opt(e.value);
             hex(&mut x.span_id, e.span_id);
             hex(&mut x.trace_id, e.trace_id);
-            attributes_row(&mut x.attributes, &decoded, &self.limits, &mut self.counts);
         }
         let x = &mut self.types[i].exemplars;
         x.offsets.end_row(x.time.values.len());

@@ -3,7 +3,7 @@
 
 use crate::columns::{struct_node, Counts, Limits, Maps, Node, Numbers, Strings};
 use crate::values::{merge_key_value, Any};
-use crate::wire::{utf8, Fields, Result, Value};
+use crate::wire::{utf8, DecodeError, Fields, Result, Value, MAX_DEPTH};
 use crate::Deferred;
 
 /// A Resource message, merged over its occurrences.
@@ -88,6 +88,33 @@ pub fn attributes_row<'a>(
     let extra = n.saturating_sub(limits.max_attributes) as u64;
     counts.dropped += extra;
     extra
+}
+
+/// Decode raw KeyValues (left undecoded by the request's parse) and append them as one row of
+/// attributes under the limits: what the limit dropped, and the first KeyValue that does not
+/// decode, if one does not (the row then holds those before it; the request fails anyway).
+pub fn raw_attributes_row(
+    maps: &mut Maps,
+    raw: &[&[u8]],
+    limits: &Limits,
+    counts: &mut Counts,
+) -> (u64, Option<DecodeError>) {
+    let first = maps.entries();
+    let mut error = None;
+    for (n, kv) in raw.iter().enumerate() {
+        match key_value(Fields::new(kv, MAX_DEPTH)) {
+            Ok((k, v)) if n < limits.max_attributes => maps.push(k, &v, limits, counts),
+            Ok(_) => {}
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    maps.end_row(first);
+    let extra = raw.len().saturating_sub(limits.max_attributes) as u64;
+    counts.dropped += extra;
+    (extra, error)
 }
 
 /// A ``dropped_attributes_count`` (with what the limit dropped) as the INT column holds it: a

@@ -3,7 +3,7 @@
 
 use crate::columns::{struct_node, Counts, Limits, Maps, Numbers, Offsets, Strings};
 use crate::origins::{
-    attributes_row, dropped_count, key_value, too_large, Origins, Resource, Scope,
+    dropped_count, key_value, raw_attributes_row, too_large, Origins, Resource, Scope,
 };
 use crate::wire::{utf8, Fields, Result, Value, MAX_DEPTH};
 use crate::{enum_name, hex, out_of_long, Deferred, Enums, Errors, Flat, Rejections};
@@ -286,22 +286,12 @@ impl<'e> SpansFlattener<'e> {
 
     /// Decode and append one row of attributes; what the limit dropped of it.
     fn attributes(&mut self, slot: usize, raw: &[&[u8]], maps: fn(&mut Rows) -> &mut Maps) -> u64 {
-        let mut decoded = Vec::with_capacity(raw.len());
-        for kv in raw {
-            match key_value(Fields::new(kv, MAX_DEPTH)) {
-                Ok(pair) => decoded.push(pair),
-                Err(e) => {
-                    self.errors.set(slot, Deferred::attribute(e));
-                    break;
-                }
-            }
+        let (extra, error) =
+            raw_attributes_row(maps(&mut self.rows), raw, &self.limits, &mut self.counts);
+        if let Some(e) = error {
+            self.errors.set(slot, Deferred::attribute(e));
         }
-        attributes_row(
-            maps(&mut self.rows),
-            &decoded,
-            &self.limits,
-            &mut self.counts,
-        )
+        extra
     }
 
     fn add(&mut self, s: &Span<'_>) {

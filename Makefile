@@ -59,8 +59,9 @@ image: install
 	rm -rf wheels
 
 lint: install
-	$(VENV)/bin/ruff check collector tests benchmarks
-	$(VENV)/bin/ruff format --check collector tests benchmarks
+	$(VENV)/bin/ruff check collector tests benchmarks native/hatch_build.py
+	$(VENV)/bin/ruff format --check collector tests benchmarks native/hatch_build.py
+	cd native && cargo fmt --check && cargo clippy --release --locked -- -D warnings
 
 clean:
 	rm -rf $(VENV) warehouse .pytest_cache .fuzz-corpus wheels

@@ -2,7 +2,7 @@
 //! send one or two per request), then repeated on the rows that came from them.
 
 use crate::columns::{struct_node, Counts, Limits, Maps, Node, Numbers, Strings};
-use crate::values::{merge_key_value, Any};
+use crate::values::{merge_key_value, plain_key_value, Any};
 use crate::wire::{utf8, DecodeError, Fields, Result, Value, MAX_DEPTH};
 use crate::Deferred;
 
@@ -102,7 +102,11 @@ pub fn raw_attributes_row(
     let first = maps.entries();
     let mut error = None;
     for (n, kv) in raw.iter().enumerate() {
-        match key_value(Fields::new(kv, MAX_DEPTH)) {
+        let decoded = match plain_key_value(kv) {
+            Some(pair) => Ok(pair),
+            None => key_value(Fields::new(kv, MAX_DEPTH)),
+        };
+        match decoded {
             Ok((k, v)) if n < limits.max_attributes => maps.push(k, &v, limits, counts),
             Ok(_) => {}
             Err(e) => {

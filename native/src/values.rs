@@ -301,3 +301,51 @@ mod tests {
         assert_eq!(fmt(-0.0), "-0");
     }
 }
+
+/// A KeyValue in the layout every exporter writes (key, then a value holding one string,
+/// int, double or bool), read without the general parser; None for anything else, which the
+/// general parser then reads (and refuses, if it must) exactly as upb does.
+#[inline]
+pub fn plain_key_value(b: &[u8]) -> Option<(&str, Any<'_>)> {
+    let [0x0a, key_len, rest @ ..] = b else {
+        return None;
+    };
+    let key_len = *key_len as usize;
+    if key_len >= 0x80 || rest.len() < key_len {
+        return None;
+    }
+    let (key, rest) = rest.split_at(key_len);
+    let [0x12, value_len, value @ ..] = rest else {
+        return None;
+    };
+    if *value_len as usize != value.len() || value.len() >= 0x80 {
+        return None;
+    }
+    let any = match value {
+        [0x0a, n, s @ ..] if *n as usize == s.len() => Any::Str(ascii_or_utf8(s)?),
+        [0x18, v @ ..] if !v.is_empty() && v.len() <= 10 => {
+            let mut x: u64 = 0;
+            for (i, &byte) in v.iter().enumerate() {
+                let last = i == v.len() - 1;
+                if (byte < 0x80) != last {
+                    return None;
+                }
+                if i < 10 {
+                    x |= ((byte & 0x7f) as u64)
+                        .checked_shl(7 * i as u32)
+                        .unwrap_or(0);
+                }
+            }
+            Any::Int(x as i64)
+        }
+        [0x21, d @ ..] if d.len() == 8 => Any::Double(f64::from_le_bytes(d.try_into().ok()?)),
+        [0x10, v] if *v < 0x80 => Any::Bool(*v != 0),
+        _ => return None,
+    };
+    Some((ascii_or_utf8(key)?, any))
+}
+
+#[inline]
+fn ascii_or_utf8(b: &[u8]) -> Option<&str> {
+    crate::wire::utf8(b).ok()
+}

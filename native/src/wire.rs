@@ -67,7 +67,7 @@ impl<'a> Fields<'a> {
 
     /// The fields of ``sub``, a submessage of this message that ``next`` returned; an error if
     /// the depth limit is reached.
-    #[inline]
+    #[inline(always)]
     pub fn child(&self, sub: &'a [u8]) -> Result<Fields<'a>> {
         let depth = self.depth - 1;
         if depth < 0 {
@@ -83,7 +83,7 @@ impl<'a> Fields<'a> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64> {
         let buf = self.buf;
         let mut pos = self.pos;
@@ -114,7 +114,7 @@ impl<'a> Fields<'a> {
         Err(DecodeError::Corrupt)
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).ok_or(DecodeError::Corrupt)?;
         if end > self.buf.len() {
@@ -127,7 +127,7 @@ impl<'a> Fields<'a> {
 
     /// The next field, or None at the end of the message. An end-group tag outside a group is
     /// corrupt, as is a field number of 0 or a wire type of 6 or 7.
-    #[inline]
+    #[inline(always)]
     pub fn next(&mut self) -> Result<Option<(u32, Value<'a>)>> {
         if self.overrun {
             return Err(DecodeError::Corrupt);
@@ -153,7 +153,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn tag(&mut self) -> Result<(u32, u8)> {
         let tag = self.varint()?;
         if tag > u32::MAX as u64 {
@@ -167,7 +167,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The value of a field of this wire type; None for an end-group tag.
-    #[inline]
+    #[inline(always)]
     fn value(&mut self, field: u32, wire: u8) -> Result<Option<Value<'a>>> {
         Ok(Some(match wire {
             0 => Value::Varint(self.varint()?),

@@ -132,6 +132,12 @@ pub fn hex(out: &mut Strings, raw: &[u8]) {
     out.end_value();
 }
 
+/// Why a trace or span id cannot be stored, if it cannot: set, but not of its length.
+pub fn id_problem(raw: &[u8], length: usize, what: &str) -> Option<String> {
+    (!raw.is_empty() && raw.len() != length)
+        .then(|| format!("{what} must be {length} bytes, got {}", raw.len()))
+}
+
 /// A uint64 past the LONG range, in pyarrow's words for the same cast.
 pub fn out_of_long(v: u64) -> Deferred {
     Deferred::OutOfRange(format!(

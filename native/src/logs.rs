@@ -3,11 +3,11 @@
 
 use crate::columns::{Counts, Limits, Maps, Numbers, Strings};
 use crate::origins::{
-    dropped_count, key_value, raw_attributes_row, too_large, Origins, Resource, Scope,
+    dropped_count, key_value, raw_attributes_row, too_large, walk, Origins, Signal,
 };
 use crate::values::{merge_any, write_str, Any};
 use crate::wire::{utf8, DecodeError, Fields, Result, Value, MAX_DEPTH};
-use crate::{hex, out_of_long, Deferred, Errors, Flat, Rejections};
+use crate::{hex, id_problem, out_of_long, Deferred, Errors, Flat, Rejections};
 
 #[derive(Default, Clone)]
 struct Record<'a> {
@@ -86,7 +86,9 @@ const TIME: usize = 4;
 const OBSERVED: usize = 5;
 const DROPPED: usize = 6;
 
-pub struct LogsFlattener<'e> {
+pub struct LogsFlattener<'e, 'a> {
+    pending: Vec<Record<'a>>, // the records of the ScopeLogs being read
+    raw: Vec<&'a [u8]>,       // and their attributes
     limits: Limits,
     severities: &'e [Option<String>],
     rows: Rows,
@@ -98,9 +100,11 @@ pub struct LogsFlattener<'e> {
     dropped_overflow: Option<u64>,
 }
 
-impl<'e> LogsFlattener<'e> {
+impl<'e, 'a> LogsFlattener<'e, 'a> {
     pub fn new(limits: Limits, severities: &'e [Option<String>]) -> Self {
         LogsFlattener {
+            pending: Vec::new(),
+            raw: Vec::new(),
             limits,
             severities,
             rows: Rows::default(),
@@ -113,66 +117,32 @@ impl<'e> LogsFlattener<'e> {
         }
     }
 
-    pub fn run(mut self, body: &[u8]) -> Result<Flat> {
-        let mut f = Fields::new(body, MAX_DEPTH);
-        while let Some((field, v)) = f.next()? {
-            if let (1, Value::Len(b)) = (field, v) {
-                self.resource_logs(f.child(b)?)?;
-            }
-        }
+    pub fn run(mut self, body: &'a [u8]) -> Result<Flat> {
+        walk(&mut self, body)?;
         Ok(self.finish())
     }
+}
 
-    fn resource_logs(&mut self, mut f: Fields<'_>) -> Result<()> {
-        let r_i = self.origins.next_resource();
-        let mut resource = Resource::default();
-        let mut url = "";
-        while let Some((field, v)) = f.next()? {
-            match (field, v) {
-                (1, Value::Len(b)) => resource.merge(f.child(b)?)?,
-                (2, Value::Len(b)) => self.scope_logs(f.child(b)?, r_i)?,
-                (3, Value::Len(b)) => url = utf8(b)?,
-                (3, Value::Overrun(b)) => _ = utf8(b)?,
-                _ => {}
-            }
-        }
-        self.origins.add_resource(&resource, url, &mut self.counts);
+impl<'a> Signal<'a> for LogsFlattener<'_, 'a> {
+    fn origins(&mut self) -> (&mut Origins, &mut Counts) {
+        (&mut self.origins, &mut self.counts)
+    }
+
+    fn item(&mut self, f: Fields<'a>) -> Result<()> {
+        let mut r = Record::default();
+        record(f, &mut r, &mut self.raw)?;
+        self.pending.push(r);
         Ok(())
     }
 
-    fn scope_logs(&mut self, mut f: Fields<'_>, r_i: u32) -> Result<()> {
-        let s_i = self.origins.next_scope();
-        let mut scope = Scope::default();
-        let mut url = "";
-        let mut records: Vec<Record<'_>> = Vec::new();
-        let mut raw: Vec<&[u8]> = Vec::new();
-        while let Some((field, v)) = f.next()? {
-            match (field, v) {
-                (1, Value::Len(b)) => scope.merge(f.child(b)?)?,
-                (2, Value::Len(b)) => {
-                    let mut r = Record::default();
-                    record(f.child(b)?, &mut r, &mut raw)?;
-                    records.push(r);
-                }
-                (3, Value::Len(b)) => url = utf8(b)?,
-                (3, Value::Overrun(b)) => _ = utf8(b)?,
-                _ => {}
-            }
-        }
-        self.origins.add_scope(&scope, url, &mut self.counts);
+    fn end_scope(&mut self) -> usize {
+        let records = std::mem::take(&mut self.pending);
+        let raw = std::mem::take(&mut self.raw);
         self.records += records.len();
         let mut kept = 0;
         for r in &records {
-            let bad = if !matches!(r.trace_id.len(), 0 | 16) {
-                Some(format!(
-                    "trace_id must be 16 bytes, got {}",
-                    r.trace_id.len()
-                ))
-            } else if !matches!(r.span_id.len(), 0 | 8) {
-                Some(format!("span_id must be 8 bytes, got {}", r.span_id.len()))
-            } else {
-                None
-            };
+            let bad = id_problem(r.trace_id, 16, "trace_id")
+                .or_else(|| id_problem(r.span_id, 8, "span_id"));
             match bad {
                 Some(reason) => {
                     self.rejections.add("log record", &reason, 0);
@@ -184,10 +154,15 @@ impl<'e> LogsFlattener<'e> {
                 }
             }
         }
-        self.origins.repeat(r_i, s_i, kept);
-        Ok(())
+        self.pending = records;
+        self.pending.clear();
+        self.raw = raw;
+        self.raw.clear();
+        kept
     }
+}
 
+impl LogsFlattener<'_, '_> {
     /// A rejected record's attributes and body must decode all the same: a malformed one fails
     /// the request, as a full parse would have.
     fn check_rejected(&mut self, r: &Record<'_>, attributes: &[&[u8]]) {

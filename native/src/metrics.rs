@@ -3,7 +3,7 @@
 //! exactly as collector/flatten/metrics.py lays them out.
 
 use crate::columns::{struct_node, Bools, Counts, Limits, Maps, Node, Numbers, Offsets, Strings};
-use crate::origins::{attributes_row, key_value, raw_attributes_row, Origins, Resource, Scope};
+use crate::origins::{attributes_row, key_value, raw_attributes_row, walk, Origins, Signal};
 use crate::values::Any;
 use crate::wire::{packed_varints, utf8, Fields, Result, Value, MAX_DEPTH};
 use crate::{enum_name, hex, out_of_long, Deferred, Enums, Errors, Flat, Rejections};
@@ -525,7 +525,8 @@ struct HistogramErrors {
     exemplars: bool,
 }
 
-pub struct MetricsFlattener<'e> {
+pub struct MetricsFlattener<'e, 'a> {
+    pending: Vec<Metric<'a>>, // the metrics of the ScopeMetrics being read
     limits: Limits,
     enums: &'e Enums,
     origins: Origins,
@@ -543,9 +544,10 @@ pub struct MetricsFlattener<'e> {
     types: Vec<TypeRows>,
 }
 
-impl<'e> MetricsFlattener<'e> {
+impl<'e, 'a> MetricsFlattener<'e, 'a> {
     pub fn new(limits: Limits, enums: &'e Enums) -> Self {
         MetricsFlattener {
+            pending: Vec::new(),
             limits,
             enums,
             origins: Origins::new(limits),
@@ -569,61 +571,39 @@ impl<'e> MetricsFlattener<'e> {
         }
     }
 
-    pub fn run(mut self, body: &[u8]) -> Result<Flat> {
-        let mut f = Fields::new(body, MAX_DEPTH);
-        while let Some((field, v)) = f.next()? {
-            if let (1, Value::Len(b)) = (field, v) {
-                self.resource_metrics(f.child(b)?)?;
-            }
-        }
+    pub fn run(mut self, body: &'a [u8]) -> Result<Flat> {
+        walk(&mut self, body)?;
         Ok(self.finish())
     }
+}
 
-    fn resource_metrics(&mut self, mut f: Fields<'_>) -> Result<()> {
-        let r_i = self.origins.next_resource();
-        let mut resource = Resource::default();
-        let mut url = "";
-        while let Some((field, v)) = f.next()? {
-            match (field, v) {
-                (1, Value::Len(b)) => resource.merge(f.child(b)?)?,
-                (2, Value::Len(b)) => self.scope_metrics(f.child(b)?, r_i)?,
-                (3, Value::Len(b)) => url = utf8(b)?,
-                (3, Value::Overrun(b)) => _ = utf8(b)?,
-                _ => {}
-            }
-        }
-        self.origins.add_resource(&resource, url, &mut self.counts);
+impl<'a> Signal<'a> for MetricsFlattener<'_, 'a> {
+    fn origins(&mut self) -> (&mut Origins, &mut Counts) {
+        (&mut self.origins, &mut self.counts)
+    }
+
+    fn item(&mut self, f: Fields<'a>) -> Result<()> {
+        let mut m = Metric::default();
+        metric(f, &mut m)?;
+        self.pending.push(m);
         Ok(())
     }
 
-    fn scope_metrics(&mut self, mut f: Fields<'_>, r_i: u32) -> Result<()> {
-        let s_i = self.origins.next_scope();
-        let mut scope = Scope::default();
-        let mut url = "";
-        let mut metrics: Vec<Metric<'_>> = Vec::new();
-        while let Some((field, v)) = f.next()? {
-            match (field, v) {
-                (1, Value::Len(b)) => scope.merge(f.child(b)?)?,
-                (2, Value::Len(b)) => {
-                    let mut m = Metric::default();
-                    metric(f.child(b)?, &mut m)?;
-                    metrics.push(m);
-                }
-                (3, Value::Len(b)) => url = utf8(b)?,
-                (3, Value::Overrun(b)) => _ = utf8(b)?,
-                _ => {}
-            }
-        }
-        self.origins.add_scope(&scope, url, &mut self.counts);
+    fn end_scope(&mut self) -> usize {
+        let metrics = std::mem::take(&mut self.pending);
+        let mut rows = 0;
         for m in &metrics {
             if let Some(d) = &m.data {
-                let kept = self.add_metric(m, d);
-                self.origins.repeat(r_i, s_i, kept);
+                rows += self.add_metric(m, d);
             }
         }
-        Ok(())
+        self.pending = metrics;
+        self.pending.clear();
+        rows
     }
+}
 
+impl MetricsFlattener<'_, '_> {
     /// The rows of one metric; how many points it kept.
     fn add_metric(&mut self, m: &Metric<'_>, d: &Data<'_>) -> usize {
         let at = self.metrics;

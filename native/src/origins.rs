@@ -249,3 +249,64 @@ impl Origins {
         ])
     }
 }
+
+/// What differs between the signals in walking an Export*ServiceRequest: the items of a ScopeX
+/// (its field 2: log records, metrics or spans) and what rows they make.
+pub trait Signal<'a> {
+    fn origins(&mut self) -> (&mut Origins, &mut Counts);
+    /// Parse one item of the ScopeX being read (kept until the ScopeX ends: its scope may come
+    /// after its items).
+    fn item(&mut self, f: Fields<'a>) -> Result<()>;
+    /// The ScopeX is read: add the rows of its items; how many rows they made.
+    fn end_scope(&mut self) -> usize;
+}
+
+/// Walk a request: each ResourceX (field 1) has a resource (1), ScopeXs (2) and a schema URL
+/// (3); each ScopeX a scope (1), items (2) and a schema URL (3). Its rows come from both.
+pub fn walk<'a>(signal: &mut impl Signal<'a>, body: &'a [u8]) -> Result<()> {
+    let mut f = Fields::new(body, MAX_DEPTH);
+    while let Some((field, v)) = f.next()? {
+        if let (1, Value::Len(b)) = (field, v) {
+            resource_x(signal, f.child(b)?)?;
+        }
+    }
+    Ok(())
+}
+
+fn resource_x<'a>(signal: &mut impl Signal<'a>, mut f: Fields<'a>) -> Result<()> {
+    let r_i = signal.origins().0.next_resource();
+    let mut resource = Resource::default();
+    let mut url = "";
+    while let Some((field, v)) = f.next()? {
+        match (field, v) {
+            (1, Value::Len(b)) => resource.merge(f.child(b)?)?,
+            (2, Value::Len(b)) => scope_x(signal, f.child(b)?, r_i)?,
+            (3, Value::Len(b)) => url = utf8(b)?,
+            (3, Value::Overrun(b)) => _ = utf8(b)?,
+            _ => {}
+        }
+    }
+    let (origins, counts) = signal.origins();
+    origins.add_resource(&resource, url, counts);
+    Ok(())
+}
+
+fn scope_x<'a>(signal: &mut impl Signal<'a>, mut f: Fields<'a>, r_i: u32) -> Result<()> {
+    let s_i = signal.origins().0.next_scope();
+    let mut scope = Scope::default();
+    let mut url = "";
+    while let Some((field, v)) = f.next()? {
+        match (field, v) {
+            (1, Value::Len(b)) => scope.merge(f.child(b)?)?,
+            (2, Value::Len(b)) => signal.item(f.child(b)?)?,
+            (3, Value::Len(b)) => url = utf8(b)?,
+            (3, Value::Overrun(b)) => _ = utf8(b)?,
+            _ => {}
+        }
+    }
+    let (origins, counts) = signal.origins();
+    origins.add_scope(&scope, url, counts);
+    let rows = signal.end_scope();
+    signal.origins().0.repeat(r_i, s_i, rows);
+    Ok(())
+}

@@ -3,10 +3,10 @@
 
 use crate::columns::{struct_node, Counts, Limits, Maps, Numbers, Offsets, Strings};
 use crate::origins::{
-    dropped_count, key_value, raw_attributes_row, too_large, Origins, Resource, Scope,
+    dropped_count, key_value, raw_attributes_row, too_large, walk, Origins, Signal,
 };
 use crate::wire::{utf8, Fields, Result, Value, MAX_DEPTH};
-use crate::{enum_name, hex, out_of_long, Deferred, Enums, Errors, Flat, Rejections};
+use crate::{enum_name, hex, id_problem, out_of_long, Deferred, Enums, Errors, Flat, Rejections};
 
 #[derive(Default)]
 struct Event<'a> {
@@ -159,12 +159,8 @@ const EVENT_DROPPED: usize = 8;
 const LINK_ATTRIBUTES: usize = 9;
 const LINK_DROPPED: usize = 10;
 
-fn id_problem(raw: &[u8], length: usize, what: &str) -> Option<String> {
-    (!raw.is_empty() && raw.len() != length)
-        .then(|| format!("{what} must be {length} bytes, got {}", raw.len()))
-}
-
-pub struct SpansFlattener<'e> {
+pub struct SpansFlattener<'e, 'a> {
+    pending: Vec<Span<'a>>, // the spans of the ScopeSpans being read
     limits: Limits,
     enums: &'e Enums,
     rows: Rows,
@@ -176,9 +172,10 @@ pub struct SpansFlattener<'e> {
     overflow: [Option<u64>; 3],
 }
 
-impl<'e> SpansFlattener<'e> {
+impl<'e, 'a> SpansFlattener<'e, 'a> {
     pub fn new(limits: Limits, enums: &'e Enums) -> Self {
         SpansFlattener {
+            pending: Vec::new(),
             limits,
             enums,
             rows: Rows::default(),
@@ -191,52 +188,26 @@ impl<'e> SpansFlattener<'e> {
         }
     }
 
-    pub fn run(mut self, body: &[u8]) -> Result<Flat> {
-        let mut f = Fields::new(body, MAX_DEPTH);
-        while let Some((field, v)) = f.next()? {
-            if let (1, Value::Len(b)) = (field, v) {
-                self.resource_spans(f.child(b)?)?;
-            }
-        }
+    pub fn run(mut self, body: &'a [u8]) -> Result<Flat> {
+        walk(&mut self, body)?;
         Ok(self.finish())
     }
+}
 
-    fn resource_spans(&mut self, mut f: Fields<'_>) -> Result<()> {
-        let r_i = self.origins.next_resource();
-        let mut resource = Resource::default();
-        let mut url = "";
-        while let Some((field, v)) = f.next()? {
-            match (field, v) {
-                (1, Value::Len(b)) => resource.merge(f.child(b)?)?,
-                (2, Value::Len(b)) => self.scope_spans(f.child(b)?, r_i)?,
-                (3, Value::Len(b)) => url = utf8(b)?,
-                (3, Value::Overrun(b)) => _ = utf8(b)?,
-                _ => {}
-            }
-        }
-        self.origins.add_resource(&resource, url, &mut self.counts);
+impl<'a> Signal<'a> for SpansFlattener<'_, 'a> {
+    fn origins(&mut self) -> (&mut Origins, &mut Counts) {
+        (&mut self.origins, &mut self.counts)
+    }
+
+    fn item(&mut self, f: Fields<'a>) -> Result<()> {
+        let mut s = Span::default();
+        span(f, &mut s)?;
+        self.pending.push(s);
         Ok(())
     }
 
-    fn scope_spans(&mut self, mut f: Fields<'_>, r_i: u32) -> Result<()> {
-        let s_i = self.origins.next_scope();
-        let mut scope = Scope::default();
-        let mut url = "";
-        let mut spans: Vec<Span<'_>> = Vec::new();
-        while let Some((field, v)) = f.next()? {
-            match (field, v) {
-                (1, Value::Len(b)) => scope.merge(f.child(b)?)?,
-                (2, Value::Len(b)) => {
-                    let mut s = Span::default();
-                    span(f.child(b)?, &mut s)?;
-                    spans.push(s);
-                }
-                (3, Value::Len(b)) => url = utf8(b)?,
-                (3, Value::Overrun(b)) => _ = utf8(b)?,
-                _ => {}
-            }
-        }
-        self.origins.add_scope(&scope, url, &mut self.counts);
+    fn end_scope(&mut self) -> usize {
+        let spans = std::mem::take(&mut self.pending);
         self.records += spans.len();
         let mut kept = 0;
         for s in &spans {
@@ -260,10 +231,13 @@ impl<'e> SpansFlattener<'e> {
                 }
             }
         }
-        self.origins.repeat(r_i, s_i, kept);
-        Ok(())
+        self.pending = spans;
+        self.pending.clear();
+        kept
     }
+}
 
+impl SpansFlattener<'_, '_> {
     fn check_rejected(&mut self, s: &Span<'_>) {
         let raw = s
             .attributes

@@ -371,3 +371,24 @@ def test_each_error_of_the_flattener_is_the_native_cores() -> None:
     outcomes = [assert_same(LOGS, body, Limits(max_attributes=1)) for body in cases]
     assert [o[0] for o in outcomes] == ["refused"] * 6
     assert "does not fit its column: Integer value 9223372036854775815" in outcomes[3][2]
+
+
+def test_a_request_whose_rows_would_outgrow_arrow_is_refused_not_a_crash() -> None:
+    """A resource's attributes repeat on each of its rows: 7 MiB of them on 320 records would be
+    over 2 GiB in one column, past Arrow's 32-bit offsets. The core stops copying there and the
+    request is refused whole (the Python path would build the 2 GiB, so this one is ours)."""
+    request = ExportLogsServiceRequest()
+    rl = request.resource_logs.add()
+    for i in range(120):
+        rl.resource.attributes.add(key=f"k{i}").value.string_value = "v" * 60_000
+    records = rl.scope_logs.add().log_records
+    for i in range(320):
+        records.add(time_unix_nano=i + 1)
+    decoded = LOGS.decode_protobuf(request.SerializeToString())
+    with pytest.raises(InvalidArgument, match="more than 2 GiB of strings"):
+        flatten_request(LOGS, decoded)
+    del decoded
+    # The same resource on fewer rows is stored, and the next request is unaffected.
+    del records[100:]
+    flat = flatten_request(LOGS, LOGS.decode_protobuf(request.SerializeToString()))
+    assert flat.batch.num_rows == 100

@@ -1,7 +1,27 @@
 //! Arrow columns built in place: the buffers of each array, as Arrow lays them out, handed to
 //! pyarrow without a copy (collector/flatten/native.py puts them together by the table schema).
 
+use std::cell::Cell;
+
 use crate::values::{write_str, Any};
+
+/// Bytes one STRING array may hold: Arrow's 32-bit offsets.
+pub const MAX_COLUMN_BYTES: usize = i32::MAX as usize;
+
+thread_local! {
+    // Set when a column would outgrow its offsets; the flatten that set it fails as a whole
+    // (lib.rs), so nothing reads the columns it left.
+    static OUTGROWN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether a column outgrew ``MAX_COLUMN_BYTES`` since the last call (which clears it).
+pub fn take_outgrown() -> bool {
+    OUTGROWN.with(|o| o.replace(false))
+}
+
+fn outgrow() {
+    OUTGROWN.with(|o| o.set(true));
+}
 
 /// A validity bitmap, made only once a null is appended (no bitmap means no nulls).
 #[derive(Default, Clone)]
@@ -110,15 +130,25 @@ impl Default for Strings {
 }
 
 impl Strings {
+    /// Append a value. Values repeated on many rows (a resource's, a metric's) are what can
+    /// multiply a request's size: past Arrow's offsets they are not copied any more, and the
+    /// request fails (``take_outgrown``) rather than holding gigabytes.
     #[inline]
     pub fn push(&mut self, s: &[u8]) {
-        self.data.extend_from_slice(s);
+        if self.data.len() + s.len() > MAX_COLUMN_BYTES {
+            outgrow();
+        } else {
+            self.data.extend_from_slice(s);
+        }
         self.end_value();
     }
 
     /// End a value written straight into ``data``.
     #[inline]
     pub fn end_value(&mut self) {
+        if self.data.len() > MAX_COLUMN_BYTES {
+            outgrow();
+        }
         self.offsets.push(self.data.len() as i32);
         self.validity.push(true);
     }
@@ -154,6 +184,10 @@ impl Strings {
 
     /// Drop the values from ``len`` on (no nulls among them).
     pub fn truncate(&mut self, len: usize) {
+        debug_assert_eq!(
+            self.validity.nulls, 0,
+            "only columns without nulls are cut back"
+        );
         self.data.truncate(self.offsets[len] as usize);
         self.offsets.truncate(len + 1);
         self.validity.len = len;
@@ -172,11 +206,6 @@ impl Strings {
             ],
             children: vec![],
         }
-    }
-
-    /// Whether the data outgrew Arrow's 32-bit offsets.
-    pub fn overflowed(&self) -> bool {
-        self.data.len() > i32::MAX as usize
     }
 }
 
@@ -407,10 +436,6 @@ impl Maps {
 
     pub fn push_null(&mut self) {
         self.offsets.push_null();
-    }
-
-    pub fn overflowed(&self) -> bool {
-        self.keys.overflowed() || self.values.overflowed()
     }
 
     pub fn node(self) -> Node {

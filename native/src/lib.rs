@@ -318,7 +318,18 @@ fn flatten(
         max_attributes,
         max_value_bytes,
     };
-    let result = catch_unwind(AssertUnwindSafe(|| run(limits, bytes)));
+    columns::take_outgrown();
+    let mut result = catch_unwind(AssertUnwindSafe(|| run(limits, bytes)));
+    if columns::take_outgrown() {
+        if let Ok(Ok(flat)) = &mut result {
+            flat.columns.clear();
+            flat.error = Some(Deferred::OutOfRange(
+                "a column of the request's rows would hold more than 2 GiB of strings (Arrow's \
+                 limit for one array): send smaller batches"
+                    .into(),
+            ));
+        }
+    }
     flat_to_py(py, result)
 }
 

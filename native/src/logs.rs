@@ -241,12 +241,6 @@ impl LogsFlattener<'_, '_> {
             }
         };
         let rows = self.rows;
-        if rows.body.overflowed() || rows.attributes.overflowed() {
-            self.errors.set(
-                ATTRIBUTES,
-                Deferred::OutOfRange("a column exceeds 2 GiB".into()),
-            );
-        }
         let mut flat = Flat::new(self.records, self.rejections, self.counts);
         if let Some(e) = self.errors.first() {
             flat.error = Some(e);

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from collector.flatten.common import Flattened
 from collector.flatten.values import Limits, MalformedValue, enum_names
+from collector.schema import load_schema
 
 __all__ = [
     "ENGINE",
@@ -30,27 +31,44 @@ __all__ = [
 PURE_PYTHON_ENV = "COLLECTOR_PURE_PYTHON"
 
 
-def _load() -> tuple[Any, str | None]:
+def _load() -> tuple[dict[str, Any], str | None]:
+    """The native flatteners by signal, or why there are none."""
     if os.environ.get(PURE_PYTHON_ENV, "").strip() not in ("", "0"):
-        return None, f"{PURE_PYTHON_ENV} is set"
+        return {}, f"{PURE_PYTHON_ENV} is set"
     try:
         from collector import _native  # type: ignore[attr-defined]
-    except ImportError as e:
-        return None, f"the native extension is not installed ({e})"
-    _native.set_enums(
-        *(
-            [names.get(i) for i in range(max(names) + 1)]
-            for names in map(
-                enum_names,
-                ("severity_number", "aggregation_temporality", "span_kind", "status_code"),
+
+        _native.set_enums(
+            *(
+                [names.get(i) for i in range(max(names) + 1)]
+                for names in map(
+                    enum_names,
+                    ("severity_number", "aggregation_temporality", "span_kind", "status_code"),
+                )
             )
         )
-    )
-    return _native, None
+        flatteners = {
+            "logs": _native.flatten_logs,
+            "metrics": _native.flatten_metrics,
+            "traces": _native.flatten_spans,
+        }
+    except ImportError as e:
+        return {}, f"the native extension is not installed ({e})"
+    except (AttributeError, TypeError) as e:
+        # A module left by an older build: reinstall (make install) to rebuild it.
+        return {}, f"the native extension is out of date ({e})"
+    # The tables' columns are the DDL's (schemas/*.sql): a core that builds others (the DDL
+    # changed, the crate did not) must not run.
+    for signal, flatten in flatteners.items():
+        schema = load_schema(_SCHEMAS[signal]).arrow
+        try:
+            _array_batch(flatten(b"", 0, 0)[1], schema)
+        except (ValueError, TypeError, pa.ArrowException) as e:
+            return {}, f"the native core's {signal} columns are not those of schemas/: {e}"
+    return flatteners, None
 
 
-_native, FALLBACK_REASON = _load()
-ENGINE = "native" if _native is not None else "python"
+_SCHEMAS = {"logs": "otel_logs", "metrics": "otel_metrics", "traces": "otel_spans"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +107,7 @@ def flatten_native(
         kind, message = error
         raised = MalformedValue(message) if kind == "malformed" else pa.ArrowInvalid(message)
         return Decoded(signal, body, schema, records, limits, None, raised)
-    names = [name for name, _ in columns]
-    if names != schema.names:
-        raise AssertionError(f"the native core built {names}, the schema has {schema.names}")
-    arrays = [_array(field.type, node) for field, (_, node) in zip(schema, columns, strict=True)]
-    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-    flat = Flattened(batch, rejected, _rejection(first), truncated, dropped)
+    flat = Flattened(_array_batch(columns, schema), rejected, _rejection(first), truncated, dropped)
     return Decoded(signal, body, schema, records, limits, flat, None)
 
 
@@ -107,16 +120,12 @@ def _rejection(first: tuple[str, str | None, str] | None) -> str | None:
     return f"{what}: {reason}" if name is None else f"{what} {name!r}: {reason}"
 
 
-_FLATTEN = (
-    {
-        "logs": _native.flatten_logs,
-        "metrics": _native.flatten_metrics,
-        "traces": _native.flatten_spans,
-    }
-    if _native is not None
-    else {}
-)
-NATIVE_SIGNALS = frozenset(_FLATTEN)  # the signals whose protobuf requests the core decodes
+def _array_batch(columns: list[tuple[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
+    names = [name for name, _ in columns]
+    if names != schema.names:
+        raise ValueError(f"the native core built {names}, the schema has {schema.names}")
+    arrays = [_array(field.type, node) for field, (_, node) in zip(schema, columns, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _array(type: pa.DataType, node: tuple[Any, ...]) -> pa.Array:
@@ -139,3 +148,8 @@ def _array(type: pa.DataType, node: tuple[Any, ...]) -> pa.Array:
         null_count=nulls,
         children=kids,
     )
+
+
+_FLATTEN, FALLBACK_REASON = _load()
+NATIVE_SIGNALS = frozenset(_FLATTEN)  # the signals whose protobuf requests the core decodes
+ENGINE = "native" if _FLATTEN else "python"

@@ -20,6 +20,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
 use pyo3::{ffi, IntoPyObjectExt};
 
 use columns::{Counts, Limits, Node, Strings};
+use origins::Signal;
 use wire::DecodeError;
 
 /// An error the Python flattener raises only once it converts a column: the request decoded,

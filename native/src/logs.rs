@@ -2,9 +2,7 @@
 //! order and with the values collector/flatten/logs.py gives.
 
 use crate::columns::{Counts, Limits, Maps, Numbers, Strings};
-use crate::origins::{
-    dropped_count, key_value, raw_attributes_row, too_large, walk, Origins, Signal,
-};
+use crate::origins::{dropped_count, key_value, raw_attributes_row, too_large, Origins, Signal};
 use crate::values::{merge_any, write_str, Any};
 use crate::wire::{utf8, DecodeError, Fields, Result, Value, MAX_DEPTH};
 use crate::{hex, id_problem, out_of_long, Deferred, Errors, Flat, Rejections};
@@ -116,14 +114,13 @@ impl<'e, 'a> LogsFlattener<'e, 'a> {
             dropped_overflow: None,
         }
     }
-
-    pub fn run(mut self, body: &'a [u8]) -> Result<Flat> {
-        walk(&mut self, body)?;
-        Ok(self.finish())
-    }
 }
 
 impl<'a> Signal<'a> for LogsFlattener<'_, 'a> {
+    fn finish(self) -> Flat {
+        self.into_flat()
+    }
+
     fn origins(&mut self) -> (&mut Origins, &mut Counts) {
         (&mut self.origins, &mut self.counts)
     }
@@ -229,7 +226,7 @@ impl LogsFlattener<'_, '_> {
         rows.flags.push(r.flags as i32);
     }
 
-    fn finish(mut self) -> Flat {
+    fn into_flat(mut self) -> Flat {
         if let Some(v) = self.dropped_overflow {
             self.errors.set(DROPPED, too_large(v));
         }

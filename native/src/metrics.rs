@@ -3,7 +3,7 @@
 //! exactly as collector/flatten/metrics.py lays them out.
 
 use crate::columns::{struct_node, Bools, Counts, Limits, Maps, Node, Numbers, Offsets, Strings};
-use crate::origins::{attributes_row, key_value, raw_attributes_row, walk, Origins, Signal};
+use crate::origins::{attributes_row, key_value, raw_attributes_row, Origins, Signal};
 use crate::values::Any;
 use crate::wire::{packed_varints, utf8, Fields, Result, Value, MAX_DEPTH};
 use crate::{enum_name, hex, out_of_long, Deferred, Enums, Errors, Flat, Rejections};
@@ -570,14 +570,13 @@ impl<'e, 'a> MetricsFlattener<'e, 'a> {
             types: (0..5).map(|_| TypeRows::default()).collect(),
         }
     }
-
-    pub fn run(mut self, body: &'a [u8]) -> Result<Flat> {
-        walk(&mut self, body)?;
-        Ok(self.finish())
-    }
 }
 
 impl<'a> Signal<'a> for MetricsFlattener<'_, 'a> {
+    fn finish(self) -> Flat {
+        self.into_flat()
+    }
+
     fn origins(&mut self) -> (&mut Origins, &mut Counts) {
         (&mut self.origins, &mut self.counts)
     }
@@ -865,7 +864,7 @@ impl MetricsFlattener<'_, '_> {
         out
     }
 
-    fn finish(mut self) -> Flat {
+    fn into_flat(mut self) -> Flat {
         let h = &mut self.histogram;
         let add = if h.exemplars {
             h.sequence.take()

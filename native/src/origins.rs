@@ -4,7 +4,7 @@
 use crate::columns::{struct_node, Counts, Limits, Maps, Node, Numbers, Strings};
 use crate::values::{merge_key_value, plain_key_value, Any};
 use crate::wire::{utf8, DecodeError, Fields, Result, Value, MAX_DEPTH};
-use crate::Deferred;
+use crate::{Deferred, Flat};
 
 /// A Resource message, merged over its occurrences.
 #[derive(Default)]
@@ -259,6 +259,17 @@ pub trait Signal<'a> {
     fn item(&mut self, f: Fields<'a>) -> Result<()>;
     /// The ScopeX is read: add the rows of its items; how many rows they made.
     fn end_scope(&mut self) -> usize;
+    /// The request is read: its columns, or the first error.
+    fn finish(self) -> Flat;
+
+    /// Flatten a whole request.
+    fn run(mut self, body: &'a [u8]) -> Result<Flat>
+    where
+        Self: Sized,
+    {
+        walk(&mut self, body)?;
+        Ok(self.finish())
+    }
 }
 
 /// Walk a request: each ResourceX (field 1) has a resource (1), ScopeXs (2) and a schema URL

@@ -2,9 +2,7 @@
 //! collector/flatten/spans.py gives them.
 
 use crate::columns::{struct_node, Counts, Limits, Maps, Numbers, Offsets, Strings};
-use crate::origins::{
-    dropped_count, key_value, raw_attributes_row, too_large, walk, Origins, Signal,
-};
+use crate::origins::{dropped_count, key_value, raw_attributes_row, too_large, Origins, Signal};
 use crate::wire::{utf8, Fields, Result, Value, MAX_DEPTH};
 use crate::{enum_name, hex, id_problem, out_of_long, Deferred, Enums, Errors, Flat, Rejections};
 
@@ -187,14 +185,13 @@ impl<'e, 'a> SpansFlattener<'e, 'a> {
             overflow: [None; 3],
         }
     }
-
-    pub fn run(mut self, body: &'a [u8]) -> Result<Flat> {
-        walk(&mut self, body)?;
-        Ok(self.finish())
-    }
 }
 
 impl<'a> Signal<'a> for SpansFlattener<'_, 'a> {
+    fn finish(self) -> Flat {
+        self.into_flat()
+    }
+
     fn origins(&mut self) -> (&mut Origins, &mut Counts) {
         (&mut self.origins, &mut self.counts)
     }
@@ -312,7 +309,7 @@ impl SpansFlattener<'_, '_> {
         enum_name(&self.enums.status_code, s.status_code, &mut r.status_code);
     }
 
-    fn finish(mut self) -> Flat {
+    fn into_flat(mut self) -> Flat {
         for (value, slot) in self
             .overflow
             .into_iter()

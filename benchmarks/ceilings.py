@@ -15,7 +15,7 @@ from deltalake import write_deltalake
 from google.protobuf.json_format import MessageToDict
 
 from benchmarks.workloads import Request
-from collector.codec import PROTOBUF, decode_request
+from collector.codec import JSON, PROTOBUF, decode_request
 from collector.pipeline import flatten_request
 from collector.signals import LOGS, METRICS
 
@@ -62,6 +62,28 @@ def decode_flatten_python(requests: list[Request], seconds: float) -> float:
     return _rate(
         records,
         lambda: [flatten_request(s, s.decode_wire(b)) for s, b in bodies],
+        seconds,
+    )
+
+
+def json_decode_flatten(requests: list[Request], seconds: float) -> float:
+    """decode_flatten of the same requests sent as OTLP/JSON: the native core where built."""
+    bodies = [(_signal(r), r.otlp_json()) for r in requests]
+    records = sum(r.records for r in requests)
+    return _rate(
+        records,
+        lambda: [flatten_request(s, decode_request(s, b, JSON)) for s, b in bodies],
+        seconds,
+    )
+
+
+def json_decode_flatten_python(requests: list[Request], seconds: float) -> float:
+    """The same with the pure-Python reading (json.loads, collector.otlpjson, flatteners)."""
+    bodies = [(_signal(r), r.otlp_json()) for r in requests]
+    records = sum(r.records for r in requests)
+    return _rate(
+        records,
+        lambda: [flatten_request(s, s.decode_json(b, native=False)) for s, b in bodies],
         seconds,
     )
 

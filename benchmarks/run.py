@@ -31,7 +31,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
-from google.protobuf.json_format import MessageToDict
 
 from benchmarks import ceilings, loadgen
 from benchmarks.workloads import WORKLOADS, Request, build
@@ -46,27 +45,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _otlp_json(r: Request) -> bytes:
-    """OTLP/JSON as exporters write it: camelCase, hex ids, int64 as strings."""
-    import base64
-
-    tree = MessageToDict(r.message)
-
-    def hexify(node: object) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k in ("traceId", "spanId") and isinstance(v, str):
-                    node[k] = base64.b64decode(v).hex()
-                else:
-                    hexify(v)
-        elif isinstance(node, list):
-            for v in node:
-                hexify(v)
-
-    hexify(tree)
-    return json.dumps(tree, separators=(",", ":")).encode()
 
 
 class Collector:
@@ -201,7 +179,7 @@ def measure(
         (
             r.signal,
             r.table,
-            _otlp_json(r) if transport == "json" else r.message.SerializeToString(),
+            r.otlp_json() if transport == "json" else r.message.SerializeToString(),
             r.records,
         )
         for r in requests
@@ -300,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
             "parse_only": ceilings.parse_only(requests, ceiling_seconds),
             f"decode_flatten_{native.ENGINE}": ceilings.decode_flatten(requests, ceiling_seconds),
             "decode_flatten_python": ceilings.decode_flatten_python(requests, ceiling_seconds),
+            f"json_decode_flatten_{native.ENGINE}": ceilings.json_decode_flatten(
+                requests, ceiling_seconds
+            ),
+            "json_decode_flatten_python": ceilings.json_decode_flatten_python(
+                requests, ceiling_seconds
+            ),
             "parquet_write": ceilings.parquet_write(requests, ceiling_seconds),
             "naive_pipeline": ceilings.naive_pipeline(requests[:4], ceiling_seconds * 2),
         }

@@ -15,13 +15,16 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import random
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -40,6 +43,24 @@ class Request:
     table: str
     message: ExportLogsServiceRequest | ExportMetricsServiceRequest
     records: int
+
+    def otlp_json(self) -> bytes:
+        """The request as exporters write OTLP/JSON: camelCase, hex ids, int64 as strings."""
+        tree = MessageToDict(self.message)
+
+        def hexify(node: object) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if k in ("traceId", "spanId") and isinstance(v, str):
+                        node[k] = base64.b64decode(v).hex()
+                    else:
+                        hexify(v)
+            elif isinstance(node, list):
+                for v in node:
+                    hexify(v)
+
+        hexify(tree)
+        return json.dumps(tree, separators=(",", ":")).encode()
 
 
 def _claude_capture() -> ExportLogsServiceRequest:

@@ -41,3 +41,15 @@ def flatten_metrics(body: bytes | bytearray, max_attributes: int, max_value_byte
 
 def flatten_spans(body: bytes | bytearray, max_attributes: int, max_value_bytes: int) -> Flat:
     """An ExportTraceServiceRequest's rows, as flatten_logs."""
+
+# (name, JSON name, number, kind, repeated, oneof group or -1, message or enum index or -1)
+JsonField = tuple[str, str, int, str, bool, int, int]
+
+def set_json_schema(
+    messages: Sequence[Sequence[JsonField]], enums: Sequence[Sequence[tuple[str, int]]]
+) -> None:
+    """The OTLP messages for the JSON reading (collector.otlpjson.native_schema), once."""
+
+def transcode_json(body: bytes | bytearray, root: int) -> bytes | None:
+    """An OTLP/JSON request (message ``root`` of the schema) as protobuf bytes, or None when
+    the Python reading is to decide (an error, or a form the core does not check)."""

@@ -11,7 +11,7 @@ from google.rpc import status_pb2
 from collector.errors import ExportError, InvalidArgument, UnsupportedMediaType
 from collector.flatten import DEFAULT_LIMITS, Limits
 from collector.flatten.native import Decoded
-from collector.otlpjson import JsonError, Node, from_json
+from collector.otlpjson import Node
 from collector.signals import Signal
 
 __all__ = [
@@ -49,8 +49,8 @@ def decode_request(
         if not body.strip():
             return signal.request_type()  # an empty body is an empty request, as with protobuf
         try:
-            return from_json(json.loads(body), signal.request_type.DESCRIPTOR)
-        except (JsonError, ValueError, TypeError, RecursionError) as e:  # incl. JSONDecodeError
+            return signal.decode_json(body, limits)
+        except (ValueError, TypeError, RecursionError) as e:  # incl. JsonError, JSONDecodeError
             raise InvalidArgument(f"cannot decode the body as an OTLP {name} (JSON): {e}") from None
     try:
         return signal.decode_protobuf(body, limits)

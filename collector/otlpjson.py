@@ -9,7 +9,8 @@ once. The classes are generated from the protobuf descriptors, so the field set 
 
 OTLP/JSON rules (protocol.md): keys in lowerCamelCase or as in the .proto; 64-bit integers as
 strings or numbers; enums as numbers or names; trace and span ids as hex; other bytes base64;
-unknown fields ignored; ``null`` for a singular field means unset. Anything else is an error.
+unknown fields ignored; ``null`` for a singular field means unset. Anything else is an error,
+and so is a string holding a lone surrogate escape, which no UTF-8 column can store.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-__all__ = ["JsonError", "from_json"]
+__all__ = ["JsonError", "from_json", "native_schema"]
 
 _HEX_IDS = frozenset({"trace_id", "span_id", "parent_span_id"})
 F = FieldDescriptor
@@ -87,7 +88,10 @@ def _double(value: Any) -> float:
     if isinstance(value, bool):
         raise JsonError(f"expected a number, got {value!r}")
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int past the largest double
+            raise JsonError(f"number {str(value)[:40]}… is out of range for a double") from None
     if isinstance(value, str):
         if value in _SPECIAL_DOUBLES:
             return _SPECIAL_DOUBLES[value]
@@ -101,6 +105,12 @@ def _double(value: Any) -> float:
 def _string(value: Any) -> str:
     if not isinstance(value, str):
         raise JsonError(f"expected a string, got {type(value).__name__}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:  # "\ud800" in the JSON: no character, no UTF-8
+            code = ord(value[e.start])
+            raise JsonError(f"a lone surrogate (\\u{code:04x}) is not a character") from None
     return value
 
 
@@ -254,3 +264,76 @@ def from_json(tree: Any, descriptor: Descriptor) -> Node:
         return _message(tree, _class(descriptor))
     except RecursionError:
         raise JsonError("the JSON nests too deeply") from None
+
+
+_KINDS = {
+    F.TYPE_INT64: "int64",
+    F.TYPE_INT32: "int32",
+    F.TYPE_UINT64: "uint64",
+    F.TYPE_UINT32: "uint32",
+    F.TYPE_SINT64: "sint64",
+    F.TYPE_SINT32: "sint32",
+    F.TYPE_FIXED64: "fixed64",
+    F.TYPE_SFIXED64: "sfixed64",
+    F.TYPE_FIXED32: "fixed32",
+    F.TYPE_SFIXED32: "sfixed32",
+    F.TYPE_DOUBLE: "double",
+    F.TYPE_BOOL: "bool",
+    F.TYPE_STRING: "string",
+    F.TYPE_BYTES: "bytes",
+    F.TYPE_ENUM: "enum",
+    F.TYPE_MESSAGE: "message",
+}
+
+NativeField = tuple[str, str, int, str, bool, int, int]
+
+
+def native_schema(
+    roots: list[Descriptor],
+) -> tuple[list[list[NativeField]], list[list[tuple[str, int]]]]:
+    """The rules above, as the native core's JSON reading takes them (collector._native
+    .set_json_schema): every message reachable from ``roots`` (which come first, in order),
+    its fields as (name, JSON name, number, kind, repeated, oneof or -1, message or enum
+    index or -1), and each enum's names and numbers."""
+    messages: list[Descriptor] = []
+    index: dict[str, int] = {}
+    enums: list[list[tuple[str, int]]] = []
+    enum_index: dict[str, int] = {}
+
+    def message_index(descriptor: Descriptor) -> int:
+        if descriptor.full_name not in index:
+            index[descriptor.full_name] = len(messages)
+            messages.append(descriptor)
+        return index[descriptor.full_name]
+
+    for root in roots:
+        message_index(root)
+    tables: list[list[NativeField]] = []
+    while len(tables) < len(messages):  # messages grows as fields name new types
+        descriptor = messages[len(tables)]
+        fields: list[NativeField] = []
+        for field in descriptor.fields:
+            kind = "hex" if field.name in _HEX_IDS else _KINDS.get(field.type, "unknown")
+            target = -1
+            if field.type == F.TYPE_MESSAGE:
+                target = message_index(field.message_type)
+            elif field.type == F.TYPE_ENUM:
+                enum = field.enum_type
+                if enum.full_name not in enum_index:
+                    enum_index[enum.full_name] = len(enums)
+                    enums.append([(v.name, v.number) for v in enum.values])
+                target = enum_index[enum.full_name]
+            oneof = field.containing_oneof
+            fields.append(
+                (
+                    field.name,
+                    field.json_name,
+                    field.number,
+                    kind,
+                    field.is_repeated,
+                    -1 if oneof is None else oneof.index,
+                    target,
+                )
+            )
+        tables.append(fields)
+    return tables, enums

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,8 @@ from collector.flatten import (
     flatten_metrics,
     flatten_spans,
 )
-from collector.flatten.native import NATIVE_SIGNALS, Decoded, flatten_native
+from collector.flatten.native import NATIVE_SIGNALS, Decoded, flatten_native, transcode_json
+from collector.otlpjson import Node, from_json
 from collector.schema import TableSchema, load_schema
 from collector.wire import protobuf_decoder
 
@@ -56,6 +58,23 @@ class Signal:
         except ValueError as e:
             name = self.request_type.DESCRIPTOR.full_name
             raise DecodeError(f"Error parsing message with type '{name}': {e}") from None
+
+    def decode_json(
+        self, body: bytes | bytearray, limits: Limits = DEFAULT_LIMITS, *, native: bool = True
+    ) -> Node | Decoded:
+        """An OTLP/JSON body decoded for :meth:`flatten`: read by the native core into protobuf
+        bytes and decoded as those are, or else (no core, ``native=False``, or a body the core
+        leaves to it) into :class:`Node` objects by collector.otlpjson, the reference. Raises
+        ValueError (JsonError naming the JSON path, or JSONDecodeError), TypeError or
+        RecursionError."""
+        if native and self.name in NATIVE_SIGNALS:
+            transcoded = transcode_json(self.name, body)
+            if transcoded is not None:
+                try:
+                    return self.decode_protobuf(transcoded, limits)
+                except DecodeError:  # not expected (the core nests below the parser's limit)
+                    pass
+        return from_json(json.loads(body), self.request_type.DESCRIPTOR)
 
     def count(self, request: Message | Decoded) -> int:
         """The records of a decoded request (--max-request-records)."""

@@ -14,9 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collector.flatten.common import Flattened
 from collector.flatten.values import Limits, MalformedValue, enum_names
+from collector.otlpjson import native_schema
 from collector.schema import load_schema
 
 __all__ = [
@@ -26,6 +32,7 @@ __all__ = [
     "PURE_PYTHON_ENV",
     "Decoded",
     "flatten_native",
+    "transcode_json",
 ]
 
 PURE_PYTHON_ENV = "COLLECTOR_PURE_PYTHON"
@@ -52,15 +59,20 @@ def _load() -> tuple[dict[str, Any], str | None]:
             "metrics": _native.flatten_metrics,
             "traces": _native.flatten_spans,
         }
+        # OTLP/JSON is read into protobuf bytes for the same flatteners; the request types
+        # are the schema's first messages, in _SIGNALS' order.
+        _native.set_json_schema(*native_schema([r.DESCRIPTOR for _, r in _SIGNALS.values()]))
+        global _transcode
+        _transcode = _native.transcode_json
     except ImportError as e:
         return {}, f"the native extension is not installed ({e})"
-    except (AttributeError, TypeError) as e:
+    except (AttributeError, TypeError, ValueError) as e:
         # A module left by an older build: reinstall (make install) to rebuild it.
         return {}, f"the native extension is out of date ({e})"
     # The tables' columns are the DDL's (schemas/*.sql): a core that builds others (the DDL
     # changed, the crate did not) must not run.
     for signal, flatten in flatteners.items():
-        schema = load_schema(_SCHEMAS[signal]).arrow
+        schema = load_schema(_SIGNALS[signal][0]).arrow
         try:
             _array_batch(flatten(b"", 0, 0)[1], schema)
         except (ValueError, TypeError, pa.ArrowException) as e:
@@ -68,7 +80,21 @@ def _load() -> tuple[dict[str, Any], str | None]:
     return flatteners, None
 
 
-_SCHEMAS = {"logs": "otel_logs", "metrics": "otel_metrics", "traces": "otel_spans"}
+# Each signal's table schema and request type (as in collector.signals, which imports this
+# module; tests/test_native.py holds the two to agree).
+_SIGNALS: dict[str, tuple[str, type[Any]]] = {
+    "logs": ("otel_logs", ExportLogsServiceRequest),
+    "metrics": ("otel_metrics", ExportMetricsServiceRequest),
+    "traces": ("otel_spans", ExportTraceServiceRequest),
+}
+_transcode: Any = None
+
+
+def transcode_json(signal: str, body: bytes | bytearray) -> bytes | None:
+    """The OTLP/JSON request ``body`` of ``signal`` as protobuf bytes, read by the native core;
+    None when the Python reading (collector.otlpjson, the reference) is to decide: the body
+    has an error, which it words with the JSON path, or a form the core does not check."""
+    return _transcode(body, list(_SIGNALS).index(signal))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@
 //! the reference this module is tested against, byte for byte.
 
 mod columns;
+mod json;
 mod logs;
 mod metrics;
 mod origins;
@@ -341,16 +342,7 @@ fn flat_to_py(
     let flat = match result {
         Ok(Ok(flat)) => flat,
         Ok(Err(e)) => return Err(PyValueError::new_err(e.text())),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            return Err(PyValueError::new_err(format!(
-                "the native decoder failed: {what}"
-            )));
-        }
+        Err(panic) => return Err(panic_error(panic)),
     };
     let error: PyObject = match flat.error {
         None => py.None(),
@@ -376,12 +368,73 @@ fn flat_to_py(
         .into_py_any(py)
 }
 
+/// A field of the OTLP/JSON reading: (name, JSON name, number, kind, repeated, oneof group or
+/// -1, message or enum index or -1).
+type JsonField = (String, String, u32, String, bool, i32, i64);
+
+/// The OTLP messages as the JSON reading needs them, from the protobuf descriptors Python has
+/// (collector.otlpjson.native_schema); ValueError if the core cannot read them.
+#[pyfunction]
+fn set_json_schema(messages: Vec<Vec<JsonField>>, enums: Vec<Vec<(String, i32)>>) -> PyResult<()> {
+    let mut schema = json::Schema {
+        messages: Vec::with_capacity(messages.len()),
+        enums,
+    };
+    for fields in messages {
+        let mut message = json::Message { fields: vec![] };
+        for (name, json_name, number, kind, repeated, oneof, target) in fields {
+            let parsed = json::Kind::parse(&kind, usize::try_from(target).unwrap_or(usize::MAX));
+            let kind = parsed.ok_or_else(|| {
+                PyValueError::new_err(format!("field {name}: the core reads no {kind} fields"))
+            })?;
+            message.fields.push(json::Field {
+                name,
+                json_name,
+                number,
+                kind,
+                repeated,
+                oneof: u8::try_from(oneof).ok(),
+            });
+        }
+        schema.messages.push(message);
+    }
+    json::set_schema(schema).map_err(PyValueError::new_err)
+}
+
+/// The OTLP/JSON request in ``body`` (its message is ``root`` of the schema) as protobuf bytes
+/// for the flatteners, or None when the Python reading is to decide (an error, or a form this
+/// reading does not check).
+#[pyfunction]
+fn transcode_json(
+    py: Python<'_>,
+    body: &Bound<'_, PyAny>,
+    root: usize,
+) -> PyResult<Option<Py<PyBytes>>> {
+    let bytes = body_bytes(body)?;
+    match catch_unwind(|| json::transcode(bytes, root)) {
+        Ok(Ok(out)) => Ok(Some(PyBytes::new(py, &out).unbind())),
+        Ok(Err(json::Defer)) => Ok(None),
+        Err(panic) => Err(panic_error(panic)),
+    }
+}
+
+fn panic_error(panic: Box<dyn std::any::Any + Send>) -> PyErr {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    PyValueError::new_err(format!("the native decoder failed: {what}"))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_enums, m)?)?;
     m.add_function(wrap_pyfunction!(flatten_logs, m)?)?;
     m.add_function(wrap_pyfunction!(flatten_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(flatten_spans, m)?)?;
+    m.add_function(wrap_pyfunction!(set_json_schema, m)?)?;
+    m.add_function(wrap_pyfunction!(transcode_json, m)?)?;
     m.add_class::<Buffer>()?;
     Ok(())
 }

@@ -123,8 +123,9 @@ class Buffers:
             buf.since = time.monotonic()
         buf.entries.append((lsn, batch))
         buf.state.rows += batch.num_rows
-        buf.state.bytes += batch.nbytes
-        self.held_bytes += batch.nbytes
+        size = _size(batch)
+        buf.state.bytes += size
+        self.held_bytes += size
 
     def check(self, table: TableName) -> None:
         """Flush ``table`` now if it holds ``flush_rows`` rows or ``flush_bytes`` bytes; called
@@ -167,7 +168,7 @@ class Buffers:
             if not entries:
                 return True
             rows = sum(b.num_rows for _, b in entries)
-            nbytes = sum(b.nbytes for _, b in entries)
+            nbytes = sum(_size(b) for _, b in entries)
             started = time.perf_counter()
             buf.state.flushing_since = time.time()
             try:
@@ -236,3 +237,9 @@ class Buffers:
         except TimeoutError:
             return False
         return True
+
+
+def _size(batch: pa.RecordBatch) -> int:
+    """The bytes of a batch's buffers, as the held-bytes limit counts them: their whole sizes
+    (``nbytes``, which counts only the ranges the arrays use, costs a walk of every buffer)."""
+    return batch.get_total_buffer_size()

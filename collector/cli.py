@@ -28,7 +28,7 @@ from collector.server import Collector
 from collector.signals import SIGNALS
 from collector.sink import DeltaSink
 from collector.tables import InvalidTableName, TableName, prefix_table
-from collector.wal import WalIdentityMismatch, WalLocked
+from collector.wal import WalIdentityMismatch, WalLocked, WalUnreadable
 from collector.workers import START_FAILED, supervise
 
 log = structlog.get_logger("collector")
@@ -252,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         TokensError,
         WalLocked,
         WalIdentityMismatch,
+        WalUnreadable,
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         return START_FAILED

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import structlog
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from collector.auth import ANONYMOUS, Authenticator, Principal
 from collector.buffer import Buffers
@@ -29,10 +29,10 @@ from collector.maintenance import maintenance_status
 from collector.redaction import error_text
 from collector.schema import SchemaMismatch, TableSchema, schema_for_table
 from collector.selfmetrics import SelfMetrics
-from collector.signals import Signal
+from collector.signals import SIGNALS, Signal
 from collector.sink import DeltaSink
 from collector.tables import TableName, route
-from collector.wal import WriteAheadLog
+from collector.wal import StoredRequest, WalUnreadable, WriteAheadLog
 
 __all__ = ["Pipeline", "flatten_request"]
 
@@ -63,6 +63,21 @@ def flatten_request(
     except MalformedValue as e:  # left undecoded by collector.wire until now
         name = signal.request_type.DESCRIPTOR.name
         raise InvalidArgument(f"cannot decode the body as an OTLP {name} (protobuf): {e}") from None
+
+
+def stored_rows(request: StoredRequest) -> pa.RecordBatch:
+    """The rows of a request the WAL kept in place of them, flattened again as they were when
+    it was accepted (by the Python flatteners if the core is not loaded now: the same rows)."""
+    signal = next(s for s in SIGNALS if s.name == request.signal)
+    limits = Limits(request.max_attributes, request.max_value_bytes)
+    try:
+        return flatten_request(signal, signal.decode_protobuf(request.body, limits), limits).batch
+    except (DecodeError, InvalidArgument) as e:  # only if this version reads it otherwise
+        raise WalUnreadable(
+            f"a {request.signal} request in the WAL, accepted by another version, does not "
+            f"flatten in this one ({e}): run the version that wrote it until it has flushed, "
+            "or move the WAL directory aside"
+        ) from None
 
 
 class Pipeline:
@@ -137,11 +152,19 @@ class Pipeline:
                 ": send smaller batches"
             )
         flat = flatten_request(signal, request, self.limits)
+        # The WAL keeps the bytes the native core flattened rather than encode the rows.
+        stored = None
+        if isinstance(request, Decoded):
+            limits = self.limits
+            stored = StoredRequest(
+                signal.name, limits.max_attributes, limits.max_value_bytes, request.body
+            )
         del request  # see the HTTP receiver: the parsed request is not needed while we wait
         if flat.batch.num_rows:
             await self.ready(table, signal.schema)
             self.admit()  # others may have filled the buffers while this request was decoded
-            await self._store(table, flat.batch)
+            await self._store(table, flat.batch, stored)
+        del stored
         m = self.metrics
         m.inc("otlp_delta_rows_accepted_total", flat.batch.num_rows, signal=signal.name)
         m.inc("otlp_delta_records_rejected_total", flat.rejected, signal=signal.name)
@@ -156,8 +179,11 @@ class Pipeline:
         self.admit()
         await self._store(table, batch)
 
-    async def _store(self, table: TableName, batch: pa.RecordBatch) -> None:
-        """Buffer the batch; with a WAL, return only once its record is durable."""
+    async def _store(
+        self, table: TableName, batch: pa.RecordBatch, request: StoredRequest | None = None
+    ) -> None:
+        """Buffer the batch; with a WAL, return only once its record (the batch, or the
+        request it was flattened from) is durable."""
         if self.wal is None:
             self._lsn += 1
             self.buffers.add(table, batch, self._lsn)
@@ -165,7 +191,8 @@ class Pipeline:
             return
         retry = self.buffers.retry_after
         try:
-            lsn, repeated = self.wal.write(table, batch)
+            lsn, repeated = self.wal.write(table, batch, request)
+            del request
         except OSError as e:
             raise Unavailable(f"cannot write the WAL: {e}", retry_after=retry) from None
         if repeated:  # a retry of a request already accepted is not stored twice

@@ -22,12 +22,12 @@ from collector.config import Config, HostPort
 from collector.flatten import Limits, native
 from collector.hoststate import REPORT_INTERVAL, HostState
 from collector.maintenance.background import MaintenanceProcess
-from collector.pipeline import Pipeline
+from collector.pipeline import Pipeline, stored_rows
 from collector.proxy import install_proxy
 from collector.receivers.grpc import build_server
 from collector.receivers.http import build_app
 from collector.sink import DeltaSink
-from collector.wal import WriteAheadLog
+from collector.wal import StoredRequest, WriteAheadLog
 
 __all__ = ["Collector"]
 
@@ -105,7 +105,10 @@ class Collector:
             return 0
         count = 0
         for record in self.wal.recover():
-            self.buffers.add(record.table, record.batch, record.lsn)
+            rows = record.rows
+            if isinstance(rows, StoredRequest):
+                rows = stored_rows(rows)
+            self.buffers.add(record.table, rows, record.lsn)
             count += 1
         return count
 

@@ -84,6 +84,16 @@ def test_lone_surrogates_are_refused_with_their_path() -> None:
         assert outcome[0] == "undecodable" and outcome[1].startswith(path), outcome
 
 
+def test_an_integer_past_the_double_range_is_refused_with_its_path() -> None:
+    point = {"asDouble": 10**400, "timeUnixNano": "1"}
+    metric = {"name": "m", "gauge": {"dataPoints": [point]}}
+    request = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [metric]}]}]}
+    outcome = assert_same(METRICS, json.dumps(request).encode())
+    path = "resourceMetrics[0].scopeMetrics[0].metrics[0].gauge.dataPoints[0].asDouble"
+    assert outcome[0] == "undecodable" and outcome[1].startswith(path), outcome
+    assert "out of range for a double" in outcome[1]
+
+
 def test_the_signal_table_is_the_native_modules() -> None:
     for signal in SIGNALS:
         assert native._SIGNALS[signal.name] == (signal.schema_name, signal.request_type)

@@ -42,7 +42,7 @@ async def test_records_survive_a_restart_in_order(tmp_path: Path) -> None:
     wal.close()
 
     again, records = opened(tmp_path)
-    assert [(r.lsn, r.table, r.batch) for r in records] == [
+    assert [(r.lsn, r.table, r.rows) for r in records] == [
         (1, LOGS, batch(1)),
         (2, METRICS, batch(2)),
         (3, LOGS, batch(3)),
@@ -220,3 +220,35 @@ def test_a_log_keeps_the_instance_id_it_was_first_given(tmp_path: Path) -> None:
     made_up.close()
     right, _ = opened(tmp_path / "a", instance_id="replica-a-0")  # the refusal left no lock
     right.close()
+
+
+async def test_a_request_kept_in_place_of_its_rows_replays_to_the_same_rows(
+    tmp_path: Path,
+) -> None:
+    """With the native core the log keeps the protobuf request, not its encoded rows; replay
+    flattens it again under the limits it was accepted with. Both kinds share one log."""
+    from collector.codec import PROTOBUF, decode_request
+    from collector.flatten import Limits
+    from collector.pipeline import flatten_request, stored_rows
+    from collector.signals import LOGS as LOGS_SIGNAL
+    from collector.wal import StoredRequest
+    from tests.conftest import CAPTURES
+
+    body = (CAPTURES / "claude-code-2.1.197.logs.pb").read_bytes()
+    limits = Limits(max_attributes=5, max_value_bytes=20)
+    rows = flatten_request(LOGS_SIGNAL, decode_request(LOGS_SIGNAL, body, PROTOBUF, limits), limits)
+    request = StoredRequest("logs", 5, 20, bytearray(body))
+    wal, _ = opened(tmp_path)
+    first, _ = wal.write(LOGS, rows.batch, request)
+    second, _ = wal.write(METRICS, batch(3))
+    assert wal.write(LOGS, rows.batch, request) == (first, True)  # a retry, by the request's digest
+    await wal.durable(second)
+    wal.close()
+    wal, records = opened(tmp_path)
+    assert [(r.lsn, r.table) for r in records] == [(first, LOGS), (second, METRICS)]
+    kept = records[0].rows
+    assert kept == StoredRequest("logs", 5, 20, body)
+    assert isinstance(kept, StoredRequest)
+    assert stored_rows(kept).equals(rows.batch) and rows.truncated_values > 0
+    assert records[1].rows.equals(batch(3))
+    wal.close()

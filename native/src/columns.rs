@@ -73,6 +73,17 @@ pub enum Buffer {
 }
 
 impl Buffer {
+    /// Gives back the room the vector grew into beyond its length: a buffered batch holds
+    /// its buffers until the flush, and growth by doubling leaves up to half of them unused.
+    pub fn shrink(&mut self) {
+        match self {
+            Buffer::U8(v) => v.shrink_to_fit(),
+            Buffer::I32(v) => v.shrink_to_fit(),
+            Buffer::I64(v) => v.shrink_to_fit(),
+            Buffer::F64(v) => v.shrink_to_fit(),
+        }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         fn raw<T>(v: &[T]) -> &[u8] {
             // SAFETY: plain numbers, read as the bytes they are made of.

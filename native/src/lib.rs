@@ -231,7 +231,10 @@ fn node_to_py(py: Python<'_>, node: Node) -> PyResult<PyObject> {
     let buffers = PyList::empty(py);
     for b in node.buffers {
         match b {
-            Some(b) => buffers.append(Bound::new(py, Buffer(b))?)?,
+            Some(mut b) => {
+                b.shrink();
+                buffers.append(Bound::new(py, Buffer(b))?)?
+            }
             None => buffers.append(py.None())?,
         }
     }

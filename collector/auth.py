@@ -4,7 +4,9 @@ A tokens file (TOML or JSON) lists each token's SHA-256, a name, and grants. A g
 ``catalog.schema.table`` pattern where ``*`` stands for a whole segment (``main.agents.*``),
 optionally limited to signals: ``main.agents.*:logs,metrics``. A grant ``endpoint:PATTERN``
 instead lets the token call the proxy's model endpoints whose name matches the fnmatch-style
-pattern (``endpoint:databricks-claude-*``); table grants never allow endpoints, nor the reverse.
+pattern (``endpoint:databricks-claude-*``), and ``read:PATTERN`` (a table pattern) lets it read
+those tables through the dashboard; each kind of grant allows only its own kind of access, so
+a writer's token does not read, nor a reader's write.
 Tokens are random (``tokens add`` makes 32 bytes), so a plain SHA-256 is as good as a slow hash
 and keeps checking cheap.
 """
@@ -32,6 +34,7 @@ __all__ = [
     "EndpointGrant",
     "Grant",
     "Principal",
+    "ReadGrant",
     "TokensError",
     "add_token",
     "parse_grant",
@@ -41,6 +44,7 @@ _SIGNAL_NAMES = {s.name: s for s in SIGNALS} | {"spans": SIGNALS[2]}
 _SEGMENT = re.compile(r"\*|[a-z0-9_]{1,255}")
 _ENDPOINT_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]!-]{1,255}")
 _ENDPOINT_PREFIX = "endpoint:"
+_READ_PREFIX = "read:"
 
 
 class TokensError(ValueError):
@@ -72,10 +76,16 @@ class Grant:
     def allows(self, table: TableName, signal: Signal) -> bool:
         if self.signals is not None and signal.name not in self.signals:
             return False
-        return all(p == "*" or p == t for p, t in zip(self.parts, table.parts(), strict=True))
+        return self.matches(table)
 
     def allows_endpoint(self, endpoint: str) -> bool:
         return False
+
+    def allows_reading(self, table: TableName) -> bool:
+        return False
+
+    def matches(self, table: TableName) -> bool:
+        return all(p == "*" or p == t for p, t in zip(self.parts, table.parts(), strict=True))
 
     def __str__(self) -> str:
         text = ".".join(self.parts)
@@ -105,21 +115,62 @@ class EndpointGrant:
         # Case-sensitive on every platform: endpoint names are compared as the client sends them.
         return fnmatchcase(endpoint, self.pattern)
 
+    def allows_reading(self, table: TableName) -> bool:
+        return False
+
     def __str__(self) -> str:
         return _ENDPOINT_PREFIX + self.pattern
 
 
-def parse_grant(text: str) -> Grant | EndpointGrant:
-    """A table grant (``catalog.schema.table[:signals]``) or an ``endpoint:PATTERN`` grant."""
-    if text.strip().lower().startswith(_ENDPOINT_PREFIX):
+@dataclass(frozen=True)
+class ReadGrant:
+    """``read:catalog.schema.table`` (``*`` for a whole segment): may read those tables."""
+
+    tables: Grant
+
+    @classmethod
+    def parse(cls, text: str) -> ReadGrant:
+        pattern = text.strip()[len(_READ_PREFIX) :].strip()
+        if ":" in pattern:
+            raise TokensError(f"grant {text!r}: a read grant names tables, not signals")
+        try:
+            return cls(Grant.parse(pattern))
+        except TokensError:
+            raise TokensError(
+                f"grant {text!r}: expected read:catalog.schema.table, each an identifier or *"
+            ) from None
+
+    def allows(self, table: TableName, signal: Signal) -> bool:
+        return False
+
+    def allows_endpoint(self, endpoint: str) -> bool:
+        return False
+
+    def allows_reading(self, table: TableName) -> bool:
+        return self.tables.matches(table)
+
+    def __str__(self) -> str:
+        return _READ_PREFIX + str(self.tables)
+
+
+AnyGrant = Grant | EndpointGrant | ReadGrant
+
+
+def parse_grant(text: str) -> AnyGrant:
+    """A table grant (``catalog.schema.table[:signals]``), an ``endpoint:PATTERN`` grant or a
+    ``read:catalog.schema.table`` grant."""
+    lowered = text.strip().lower()
+    if lowered.startswith(_ENDPOINT_PREFIX):
         return EndpointGrant.parse(text)
+    if lowered.startswith(_READ_PREFIX):
+        return ReadGrant.parse(text)
     return Grant.parse(text)
 
 
 @dataclass(frozen=True)
 class Principal:
     name: str
-    grants: tuple[Grant | EndpointGrant, ...]
+    grants: tuple[AnyGrant, ...]
 
     def authorize(self, table: TableName, signal: Signal) -> None:
         if not any(g.allows(table, signal) for g in self.grants):
@@ -131,8 +182,17 @@ class Principal:
         if not any(g.allows_endpoint(endpoint) for g in self.grants):
             raise PermissionDenied(f"token {self.name!r} may not call endpoint {endpoint!r}")
 
+    def may_read(self, table: TableName) -> bool:
+        return any(g.allows_reading(table) for g in self.grants)
 
-ANONYMOUS = Principal("anonymous", (Grant(("*", "*", "*")), EndpointGrant("*")))
+    @property
+    def reads(self) -> bool:
+        """Whether any read grant is among its grants."""
+        return any(isinstance(g, ReadGrant) for g in self.grants)
+
+
+_EVERY_TABLE = Grant(("*", "*", "*"))
+ANONYMOUS = Principal("anonymous", (_EVERY_TABLE, EndpointGrant("*"), ReadGrant(_EVERY_TABLE)))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import structlog
 from deltalake import DeltaTable
 
+from collector.catalog import find_tables
 from collector.config import Config
 from collector.maintenance.compaction import Compaction, compact, maintenance_commit
 from collector.maintenance.lease import Lease, LeaseLost
@@ -31,7 +32,7 @@ from collector.redaction import error_text
 from collector.schema import TableSchema, schema_for_table
 from collector.sink import CHECKPOINT_INTERVAL, COMMIT_HOOKS
 from collector.storage import Files, Warehouse
-from collector.tables import InvalidTableName, TableName
+from collector.tables import TableName
 
 __all__ = ["Maintainer", "MaintenancePolicy", "TableReport", "maintenance_status"]
 
@@ -121,19 +122,7 @@ class Maintainer:
 
     def tables(self) -> list[TableName]:
         """Every Delta table under the warehouse whose name says what it holds."""
-        found = []
-        # Names that start with "_" are the collector's own (_wal, _maintenance): no tables.
-        for catalog in (c for c in self.files.children()[0] if not c.startswith("_")):
-            for schema in self.files.children(catalog)[0]:
-                for name in self.files.children(f"{catalog}/{schema}")[0]:
-                    try:
-                        table = TableName(catalog, schema, name)
-                        schema_for_table(name)
-                    except (InvalidTableName, ValueError):
-                        continue
-                    if "_delta_log" in self.files.children("/".join(table.parts()))[0]:
-                        found.append(table)
-        return sorted(found, key=str)
+        return find_tables(self.files)
 
     def run_once(
         self,

@@ -15,10 +15,12 @@ from typing import Any
 
 import pyarrow as pa
 import structlog
+from aiohttp import web
 
 from collector import process
-from collector.auth import TokensError, add_token
+from collector.auth import Authenticator, TokensError, add_token
 from collector.config import ENV_PREFIX, Config, ConfigError
+from collector.dashboard import Dashboard
 from collector.health import HEALTH_SETTINGS, check_ready, readiness_url
 from collector.log import configure_logging
 from collector.maintenance import Maintainer, MaintenancePolicy, TableReport
@@ -92,6 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     for f in Config.settings():
         if f.name in HEALTH_SETTINGS:
             _add_setting(health, f)
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="serve the usage dashboard alone, read-only, for a warehouse written elsewhere",
+        description="The dashboard's API (/dashboard/api/...) over the tables of --warehouse, "
+        "on --http; reading needs a read: grant with a tokens file, else a loopback client.",
+    )
+    dashboard.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings")
+    for f in Config.settings():
+        if f.name in DASHBOARD_SETTINGS:
+            _add_setting(dashboard, f)
     tokens = commands.add_parser("tokens", help="manage access tokens").add_subparsers(
         dest="tokens_command", required=True
     )
@@ -104,8 +116,9 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATTERN[:SIGNALS]",
-        help="tables it may write, e.g. 'main.agents.*' or 'main.agents.*:logs,metrics', or proxy "
-        "endpoints it may call, e.g. 'endpoint:databricks-claude-*' (repeatable)",
+        help="tables it may write, e.g. 'main.agents.*' or 'main.agents.*:logs,metrics', proxy "
+        "endpoints it may call, e.g. 'endpoint:databricks-claude-*', or tables it may read "
+        "through the dashboard, e.g. 'read:main.agents.*' (repeatable)",
     )
     add.add_argument(
         "--tokens-file",
@@ -218,6 +231,28 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if ready else 1
 
 
+DASHBOARD_SETTINGS = frozenset(
+    {"warehouse", "storage_option", "http", "tokens_file", "allow_unauthenticated",
+     "log_format", "log_level"}
+)  # fmt: skip
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    flags = {name: getattr(args, name) for name in DASHBOARD_SETTINGS}
+    config = Config.load(flags, os.environ, args.config or os.environ.get(ENV_PREFIX + "CONFIG"))
+    config.check(serving=False)
+    configure_logging(config.log_format, config.log_level)
+    config.probe_warehouse()
+    if config.http is None:
+        raise ConfigError("--http off: the dashboard has nothing to listen on")
+    app = web.Application()
+    Dashboard(config.location, Authenticator(config.tokens_file)).install(app)
+    log = structlog.get_logger("collector.dashboard")
+    log.info("dashboard started", http=str(config.http), warehouse=str(config.location))
+    web.run_app(app, host=config.http.host, port=config.http.port, access_log=None, print=None)
+    return 0
+
+
 def _tables_create(args: argparse.Namespace) -> int:
     flags = {"warehouse": args.warehouse, "storage_option": args.storage_option}
     config = Config.load(flags, os.environ)
@@ -244,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _maintain(args)
         if args.command == "health":
             return _health(args)
+        if args.command == "dashboard":
+            return _dashboard(args)
         return _tables_create(args)
     except (
         ConfigError,

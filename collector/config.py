@@ -340,6 +340,12 @@ class Config:
         "auto: one per core",
         "N",
     )
+    dashboard: bool = _setting(
+        True,
+        _boolean,
+        "on: serve the usage dashboard's API at /dashboard/api/ (read: grants, or loopback)",
+        "on|off",
+    )
     maintenance: bool = _setting(
         True,
         _boolean,

@@ -19,6 +19,7 @@ from collector import process
 from collector.auth import Authenticator
 from collector.buffer import Buffers, FlushPolicy
 from collector.config import Config, HostPort
+from collector.dashboard import Dashboard
 from collector.flatten import Limits, native
 from collector.hoststate import REPORT_INTERVAL, HostState
 from collector.maintenance.background import MaintenanceProcess
@@ -155,6 +156,8 @@ class Collector:
             self.maintenance.start()
         if self.config.http is not None:
             app = build_app(self.pipeline, self.config.max_request_bytes, self.config.read_timeout)
+            if self.config.dashboard:
+                Dashboard(self.config.location, self.pipeline.auth).install(app)
             if self.config.proxy_config is not None:
                 await install_proxy(
                     app, self.pipeline, self.config.proxy_config, self.config.read_timeout

@@ -177,6 +177,7 @@ def test_setting_names() -> None:
         "read_timeout",
         "max_header_bytes",
         "workers",
+        "dashboard",
         "maintenance",
         "target_file_size",
         "compact_min_age",

@@ -1,0 +1,91 @@
+"""The dashboard's JSON API on the collector's HTTP listener (``/dashboard/api/...``): who may
+read, which of the warehouse's tables they see, and the figures under the query's filters.
+
+Reading is a permission of its own: with a tokens file only tokens with a ``read:`` grant read,
+and only the tables it names; without one, only clients on loopback, as for writes. Errors are
+``{"error": "..."}`` with 400 (a filter), 401 (no or an unknown token) or 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from collector.auth import Authenticator, Principal
+from collector.dashboard.data import Tables
+from collector.dashboard.figures import FilterError, Filters, tiles
+from collector.errors import ExportError, PermissionDenied
+from collector.storage import Warehouse
+from collector.tables import TableName
+
+__all__ = ["Dashboard"]
+
+log = structlog.get_logger("collector.dashboard")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return remote == "unix"  # a Unix socket peer is local
+
+
+class Dashboard:
+    """The dashboard of a warehouse, read-only: its tables as the reader may see them."""
+
+    def __init__(self, warehouse: Warehouse, auth: Authenticator) -> None:
+        self.tables = Tables(warehouse)
+        self.auth = auth
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get("/dashboard/api/tiles", self._tiles)
+        app.router.add_get("/dashboard/api/tables", self._tables)
+
+    def reader(self, request: web.Request) -> Principal:
+        """Who asks; PermissionDenied or Unauthenticated if they may not read at all."""
+        if not self.auth.enabled:
+            if not _loopback(request.remote):
+                raise PermissionDenied(
+                    "without a tokens file the dashboard answers clients on loopback only"
+                )
+        principal = self.auth.authenticate(request.headers.get("Authorization"))
+        if not principal.reads:
+            raise PermissionDenied(f"token {principal.name!r} has no read grant (read:PATTERN)")
+        return principal
+
+    def readable(self, principal: Principal) -> list[TableName]:
+        return [t for t in self.tables.names() if principal.may_read(t)]
+
+    async def _answer(self, request: web.Request, compute: Any) -> web.Response:
+        try:
+            principal = self.reader(request)
+            filters = Filters.from_query(request.query)
+        except ExportError as e:
+            return _error(e.http_status, e.message)
+        except FilterError as e:
+            return _error(400, str(e))
+        body = await asyncio.to_thread(compute, principal, filters)
+        return web.json_response(body)
+
+    async def _tiles(self, request: web.Request) -> web.Response:
+        return await self._answer(request, self.tiles)
+
+    async def _tables(self, request: web.Request) -> web.Response:
+        return await self._answer(
+            request, lambda p, _: {"tables": [str(t) for t in self.readable(p)]}
+        )
+
+    def tiles(self, principal: Principal, filters: Filters) -> dict[str, Any]:
+        """The headline figures over the tables ``principal`` may read."""
+        names = self.readable(principal)
+        events = [self.tables.read(t) for t in names if t.table.endswith("_otel_logs")]
+        points = [self.tables.read(t) for t in names if t.table.endswith("_otel_metrics")]
+        return {"tables": [str(t) for t in names], **tiles(events, points, filters)}

@@ -1,0 +1,194 @@
+"""The dashboard's figures, computed from the frames of collector.dashboard.data under the
+page's filters. Sums are read with their temporality: delta points add up, cumulative ones
+count what they grew by within the range."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from collector.dashboard.agents import AGENTS, OTHER
+from collector.dashboard.data import EVENT_COLUMNS
+
+__all__ = ["FilterError", "Filters", "tiles"]
+
+_CUMULATIVE = "AGGREGATION_TEMPORALITY_CUMULATIVE"
+
+
+class FilterError(ValueError):
+    """A filter of the query string cannot be read; the message says which and why."""
+
+
+def _time(name: str, text: str | None) -> int | None:
+    """A time as the page and scripts send it: ISO 8601 (``2026-12-01``, ``…T10:00:00Z``) or
+    Unix seconds; nanoseconds since the epoch, as the tables hold it."""
+    if text is None or not text.strip():
+        return None
+    text = text.strip()
+    try:
+        return int(float(text) * 1e9) if text.replace(".", "", 1).isdigit() else _iso(text)
+    except ValueError:
+        raise FilterError(
+            f"{name}={text!r}: expected an ISO 8601 time (2026-12-01T10:00:00Z) or Unix seconds"
+        ) from None
+
+
+def _iso(text: str) -> int:
+    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1e9)
+
+
+@dataclass(frozen=True)
+class Filters:
+    since: int | None = None  # ns since the epoch, inclusive
+    until: int | None = None  # exclusive
+    agent: str | None = None
+    user: str | None = None
+    model: str | None = None
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> Filters:
+        agents = {a.key for a in (*AGENTS, OTHER)}
+        agent = query.get("agent") or None
+        if agent is not None and agent not in agents:
+            raise FilterError(f"agent={agent!r}: expected one of {', '.join(sorted(agents))}")
+        filters = cls(
+            _time("from", query.get("from")),
+            _time("to", query.get("to")),
+            agent,
+            query.get("user") or None,
+            query.get("model") or None,
+        )
+        if filters.since is not None and filters.until is not None:
+            if filters.until <= filters.since:
+                raise FilterError("to must be after from")
+        return filters
+
+    def events(self, frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.filter(*self._conditions(model=True))
+
+    def _conditions(self, *, model: bool) -> list[pl.Expr]:
+        conditions = [pl.lit(True)]
+        if self.since is not None:
+            conditions.append(pl.col("time") >= self.since)
+        if self.until is not None:
+            conditions.append(pl.col("time") < self.until)
+        if self.agent is not None:
+            conditions.append(pl.col("agent") == self.agent)
+        if self.user is not None:
+            conditions.append(pl.col("user") == self.user)
+        if model and self.model is not None:
+            conditions.append(pl.col("model") == self.model)
+        return conditions
+
+
+def _events(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    frames = list(frames)
+    if not frames:
+        return pl.DataFrame(schema={c: _EMPTY_EVENTS[c] for c in EVENT_COLUMNS})
+    return pl.concat(frames)
+
+
+_EMPTY_EVENTS: dict[str, Any] = {
+    "table": pl.String, "time": pl.Int64, "agent": pl.String, "user": pl.String,
+    "session": pl.String, "model": pl.String, "event": pl.String, "is_call": pl.Boolean,
+    "input": pl.Int64, "output": pl.Int64, "cache_read": pl.Int64, "cache_creation": pl.Int64,
+    "reported_cost_usd": pl.Float64, "duration_ms": pl.Float64,
+}  # fmt: skip
+
+
+def _metric_frame(points: pl.DataFrame) -> pl.DataFrame:
+    """Points with the agent, user and model columns the filters read."""
+    service = pl.col("service")
+    agent = pl.lit(OTHER.key)
+    for a in reversed(AGENTS):
+        agent = (
+            pl.when(pl.any_horizontal([service.str.starts_with(p) for p in a.service_prefixes]))
+            .then(pl.lit(a.key))
+            .otherwise(agent)
+        )
+    user_keys = list(dict.fromkeys(k for a in (*AGENTS, OTHER) for k in a.user))
+    return points.with_columns(
+        agent.alias("agent"),
+        pl.coalesce([pl.col("attributes").map.get(k) for k in user_keys]).alias("user"),
+        pl.col("attributes").map.get("model").alias("model"),
+    )
+
+
+def _increase(points: pl.DataFrame, filters: Filters) -> float:
+    """What a sum's points add up to within the range: delta points summed; each cumulative
+    series (same metric, attributes, resource and start) counted by how much it grew."""
+    if points.is_empty():
+        return 0.0
+    inside = points.filter(*filters._conditions(model=True))
+    delta = inside.filter(pl.col("temporality") != _CUMULATIVE)["value"].sum()
+    cumulative = points.filter(pl.col("temporality") == _CUMULATIVE)
+    grew = 0.0
+    if not cumulative.is_empty():
+        series = ["table", "name", "attributes", "resource_attributes", "start_time"]
+        latest = (
+            cumulative.filter(*filters._conditions(model=True))
+            .sort("time")
+            .group_by(series, maintain_order=True)
+            .agg(pl.col("value").last().alias("last"))
+        )
+        # A series that began before the range grew from its last value before it.
+        baseline = pl.lit(0.0)
+        if filters.since is not None:
+            earlier = (
+                cumulative.filter(pl.col("time") < filters.since)
+                .sort("time")
+                .group_by(series, maintain_order=True)
+                .agg(pl.col("value").last().alias("baseline"))
+            )
+            latest = latest.join(earlier, on=series, how="left", nulls_equal=True)
+            baseline = pl.col("baseline").fill_null(0.0)
+        grew = float(latest.select((pl.col("last") - baseline).sum()).item() or 0.0)
+    return float(delta or 0.0) + grew
+
+
+def tiles(
+    events: Iterable[pl.DataFrame], points: Iterable[pl.DataFrame], filters: Filters
+) -> dict[str, Any]:
+    """The headline figures: adoption, calls, tokens, the cost agents report, productivity."""
+    frame = filters.events(_events(events))
+    people = _events([frame]).filter(pl.col("user").is_not_null())
+    calls = frame.filter(pl.col("is_call"))
+    tokens = {
+        k: int(calls[k].sum() or 0) for k in ("input", "output", "cache_read", "cache_creation")
+    }
+    prompt = tokens["input"] + tokens["cache_read"] + tokens["cache_creation"]
+    point_frames = [p for p in points if not p.is_empty()]
+    metrics = _metric_frame(pl.concat(point_frames)) if point_frames else None
+    productivity: dict[str, float] = {}
+    for figure in ("lines_added", "lines_removed", "commits", "pull_requests", "active_time_s"):
+        total = 0.0
+        for agent in AGENTS:
+            spec = agent.metrics.get(figure)
+            if spec is None or metrics is None or filters.agent not in (None, agent.key):
+                continue
+            name, when = spec
+            selected = metrics.filter((pl.col("name") == name) & (pl.col("agent") == agent.key))
+            if when is not None:
+                selected = selected.filter(pl.col("attributes").map.get(when[0]) == when[1])
+            total += _increase(selected, filters)
+        productivity[figure] = total
+    return {
+        "active_users": people["user"].n_unique(),
+        "sessions": frame.filter(pl.col("session").is_not_null())["session"].n_unique(),
+        "api_calls": calls.height,
+        "tokens": tokens,
+        "cache_hit_ratio": tokens["cache_read"] / prompt if prompt else None,
+        "reported_cost_usd": float(calls["reported_cost_usd"].sum() or 0.0),
+        "lines_added": productivity["lines_added"],
+        "lines_removed": productivity["lines_removed"],
+        "commits": productivity["commits"],
+        "pull_requests": productivity["pull_requests"],
+        "active_time_s": productivity["active_time_s"],
+    }

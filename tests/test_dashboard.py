@@ -1,0 +1,397 @@
+"""The dashboard's JSON API against figures computed here with SQL (DuckDB's delta extension)
+on the same tables: a collector fed the real captures of Claude Code, Codex and Gemini CLI and
+Claude Code-shaped data from the OpenTelemetry SDK (several users, models and sessions, values
+that vary per record, delta and cumulative sums), read with tokens of each kind."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry._logs import LogRecord
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import Counter, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
+
+from tests.conftest import CAPTURES, CollectorProcess, free_port, wait_for_rows
+from tests.readers import duckdb_with_delta
+from tests.test_security import add_token
+
+USERS = ("ana@example.com", "ben@example.com", "chen@example.com")
+MODELS = ("claude-opus-4-6", "claude-haiku-4-5")
+T0 = 1_796_119_200_000_000_000  # 2026-12-01T10:00:00Z, ns
+SDK_CALLS = 60
+
+
+def _headers(table: str, token: str) -> dict[str, str]:
+    return {"X-Databricks-UC-Table-Name": table, "Authorization": f"Bearer {token}"}
+
+
+def _sdk_logs(proc: CollectorProcess, table: str, token: str) -> None:
+    """Claude Code api_request and user_prompt events through the SDK's OTLP/HTTP exporter."""
+    rnd = random.Random(17)
+    memory = InMemoryLogRecordExporter()
+    provider = LoggerProvider(resource=Resource({"service.name": "claude-code"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(memory))
+    logger = provider.get_logger("com.anthropic.claude_code.events")
+    for i in range(SDK_CALLS):
+        user = USERS[i % 3]
+        common = {"user.email": user, "session.id": f"s-{user}-{i % 2}"}
+        logger.emit(
+            LogRecord(
+                timestamp=T0 + i * 60_000_000_000,  # a call a minute
+                body="claude_code.api_request",
+                attributes={
+                    **common,
+                    "event.name": "api_request",
+                    "model": MODELS[i % 2],
+                    "input_tokens": rnd.randint(1, 5000),
+                    "output_tokens": rnd.randint(1, 2000),
+                    "cache_read_tokens": rnd.randint(0, 90_000),
+                    "cache_creation_tokens": rnd.randint(0, 3000),
+                    "cost_usd": round(rnd.uniform(0.001, 0.5), 6),
+                    "duration_ms": rnd.randint(200, 9000),
+                },
+            )
+        )
+        logger.emit(
+            LogRecord(
+                timestamp=T0 + i * 60_000_000_000 + 1,
+                body="claude_code.user_prompt",
+                attributes={**common, "event.name": "user_prompt", "prompt_length": i},
+            )
+        )
+    exporter = OTLPLogExporter(endpoint=proc.url("/v1/logs"), headers=_headers(table, token))
+    assert exporter.export(list(memory.get_finished_logs())).name == "SUCCESS"
+    exporter.shutdown()
+
+
+def _sdk_metrics(proc: CollectorProcess, table: str, token: str) -> None:
+    """Lines and commits as delta sums (Claude Code's default) and pull requests as a
+    cumulative sum exported twice (1, then 3): adding its points would count 4."""
+    exporter = OTLPMetricExporter(endpoint=proc.url("/v1/metrics"), headers=_headers(table, token))
+    resource = Resource({"service.name": "claude-code"})
+    delta = InMemoryMetricReader(preferred_temporality={Counter: AggregationTemporality.DELTA})
+    meter = MeterProvider(metric_readers=[delta], resource=resource).get_meter("claude")
+    lines = meter.create_counter("claude_code.lines_of_code.count")
+    commits = meter.create_counter("claude_code.commit.count")
+    for user in USERS:
+        lines.add(120, {"type": "added", "user.email": user, "model": MODELS[0]})
+        lines.add(30, {"type": "removed", "user.email": user, "model": MODELS[0]})
+        commits.add(2, {"user.email": user})
+    assert exporter.export(delta.get_metrics_data()).name == "SUCCESS"
+    lines.add(7, {"type": "added", "user.email": USERS[0], "model": MODELS[1]})
+    assert exporter.export(delta.get_metrics_data()).name == "SUCCESS"
+    cumulative = InMemoryMetricReader()  # the SDK's default: cumulative
+    meter = MeterProvider(metric_readers=[cumulative], resource=resource).get_meter("claude")
+    prs = meter.create_counter("claude_code.pull_request.count")
+    prs.add(1, {"user.email": USERS[1]})
+    assert exporter.export(cumulative.get_metrics_data()).name == "SUCCESS"
+    prs.add(2, {"user.email": USERS[1]})
+    assert exporter.export(cumulative.get_metrics_data()).name == "SUCCESS"
+    exporter.shutdown()
+
+
+TABLES = {
+    "main.agents.cc_otel_logs": ("claude-code-2.1.197.logs.pb", 8),
+    "main.agents.cc_otel_metrics": ("claude-code-2.1.197.metrics.pb", 15),
+    "main.agents.codex_otel_logs": ("codex-cli-0.169.0.logs.pb", 15),
+    "main.agents.gemini_otel_logs": ("gemini-cli-0.61.0.logs.json", 10),
+    "main.other.cc_otel_logs": ("claude-code-2.1.197.logs.pb", 8),
+}
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CollectorProcess, dict]]:
+    root = tmp_path_factory.mktemp("dashboard")
+    tokens_file = root / "tokens.toml"
+    tokens = {
+        "writer": add_token(tokens_file, "writer", "main.*.*"),
+        "reader": add_token(tokens_file, "reader", "read:main.agents.*"),
+        "other": add_token(tokens_file, "other", "read:main.other.*"),
+        "caller": add_token(tokens_file, "caller", "endpoint:*"),
+    }
+    proc = CollectorProcess(root / "wh", "--tokens-file", str(tokens_file))
+    auth = {"Authorization": f"Bearer {tokens['writer']}"}
+    for table, (capture, _) in TABLES.items():
+        signal = "logs" if "_logs" in table else "metrics"
+        body = (CAPTURES / capture).read_bytes()
+        media = "application/json" if capture.endswith(".json") else "application/x-protobuf"
+        request = urllib.request.Request(
+            proc.url(f"/v1/{signal}"),
+            data=body,
+            headers={"Content-Type": media, "X-Databricks-UC-Table-Name": table, **auth},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+    _sdk_logs(proc, "main.agents.sdk_otel_logs", tokens["writer"])
+    _sdk_metrics(proc, "main.agents.sdk_otel_metrics", tokens["writer"])
+    for table, (_, rows) in TABLES.items():
+        wait_for_rows(proc.table_path(table), rows)
+    wait_for_rows(proc.table_path("main.agents.sdk_otel_logs"), 2 * SDK_CALLS)
+    wait_for_rows(proc.table_path("main.agents.sdk_otel_metrics"), 11)
+    yield proc, tokens
+    proc.stop()
+
+
+def _get(proc: CollectorProcess, path: str, token: str | None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(proc.url(path), headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        return e.code, json.loads(
+            body
+        ) if e.headers.get_content_type() == "application/json" else body
+
+
+# --- the same figures, in SQL --------------------------------------------------------------
+
+_CALLS = {  # per table: the agent, its user/session expressions, what a call is, its tokens
+    "cc": "claude", "sdk": "claude", "codex": "codex", "gemini": "gemini",
+}  # fmt: skip
+_SQL = {
+    "claude": dict(
+        user="coalesce(attributes['user.email'], attributes['user.account_uuid'], "
+        "attributes['user.id'])",
+        session="attributes['session.id']",
+        call="attributes['event.name'] = 'api_request'",
+        input="attributes['input_tokens']",
+        cache_read="attributes['cache_read_tokens']",
+        cache_creation="attributes['cache_creation_tokens']",
+        output="attributes['output_tokens']",
+        cost="attributes['cost_usd']",
+    ),
+    "codex": dict(
+        user="coalesce(attributes['user.email'], attributes['user.account_id'])",
+        session="attributes['conversation.id']",
+        call="attributes['event.name'] = 'codex.sse_event' AND attributes['event.kind'] = "
+        "'response.completed' AND attributes['input_token_count'] IS NOT NULL",
+        input="CAST(attributes['input_token_count'] AS BIGINT) - "
+        "coalesce(CAST(attributes['cached_token_count'] AS BIGINT), 0)",
+        cache_read="attributes['cached_token_count']",
+        cache_creation="attributes['cache_write_token_count']",
+        output="attributes['output_token_count']",
+        cost="NULL",
+    ),
+    "gemini": dict(
+        user="coalesce(attributes['user.email'], attributes['installation.id'])",
+        session="coalesce(attributes['session.id'], resource.attributes['session.id'])",
+        call="attributes['event.name'] = 'gemini_cli.api_response'",
+        input="CAST(attributes['input_token_count'] AS BIGINT) - "
+        "coalesce(CAST(attributes['cached_content_token_count'] AS BIGINT), 0)",
+        cache_read="attributes['cached_content_token_count']",
+        cache_creation="NULL",
+        output="attributes['output_token_count']",
+        cost="NULL",
+    ),
+}
+
+
+def _expected(proc: CollectorProcess, schemas: str, where: str = "TRUE") -> dict[str, Any]:
+    """The tiles, by SQL over every logs and metrics table of ``schemas`` (a glob); ``where``
+    filters the events (columns: time, agent, user, model)."""
+    root = Path(proc.warehouse) / "main"
+    selects = []
+    for path in sorted(root.glob(f"{schemas}/*_otel_logs")):
+        agent = _CALLS[path.name.split("_")[0]]
+        q = _SQL[agent]
+        key = {"claude": "claude-code", "codex": "codex", "gemini": "gemini-cli"}[agent]
+        selects.append(
+            f"SELECT time_unix_nano AS time, '{key}' AS agent, {q['user']} AS user, "
+            f"{q['session']} AS session, attributes['model'] AS model, ({q['call']}) AS is_call, "
+            f"CAST({q['input']} AS BIGINT) AS input, CAST({q['output']} AS BIGINT) AS output, "
+            f"CAST({q['cache_read']} AS BIGINT) AS cache_read, "
+            f"CAST({q['cache_creation']} AS BIGINT) AS cache_creation, "
+            f"CAST({q['cost']} AS DOUBLE) AS cost FROM delta_scan('{path}')"
+        )
+    con = duckdb_with_delta()
+    try:
+        events = " UNION ALL ".join(selects)
+        row = con.execute(
+            f"WITH e AS ({events}), f AS (SELECT * FROM e WHERE {where}) SELECT "
+            "count(DISTINCT user), count(DISTINCT session), "
+            "count(*) FILTER (WHERE is_call), "
+            "coalesce(sum(input) FILTER (WHERE is_call), 0), "
+            "coalesce(sum(output) FILTER (WHERE is_call), 0), "
+            "coalesce(sum(cache_read) FILTER (WHERE is_call), 0), "
+            "coalesce(sum(cache_creation) FILTER (WHERE is_call), 0), "
+            "coalesce(sum(cost) FILTER (WHERE is_call), 0) FROM f"
+        ).fetchone()
+        assert row is not None
+        metrics = sorted(root.glob(f"{schemas}/*_otel_metrics"))
+        figures = {k: 0.0 for k in ("lines_added", "lines_removed", "commits", "pull_requests",
+                                    "active_time_s")}  # fmt: skip
+        for path in metrics:
+            points = (
+                f"SELECT name, sum.value AS value, sum.aggregation_temporality AS temporality, "
+                f"sum.time_unix_nano AS time, 'claude-code' AS agent, "
+                f"coalesce(sum.attributes['user.email'], sum.attributes['user.id']) AS user, "
+                f"sum.attributes['model'] AS model, sum.attributes['type'] AS type, "
+                f"sum.start_time_unix_nano AS start, sum.attributes AS attrs "
+                f"FROM delta_scan('{path}') WHERE metric_type = 'sum'"
+            )
+            for figure, name, kind in [
+                ("lines_added", "claude_code.lines_of_code.count", "added"),
+                ("lines_removed", "claude_code.lines_of_code.count", "removed"),
+                ("commits", "claude_code.commit.count", None),
+                ("pull_requests", "claude_code.pull_request.count", None),
+                ("active_time_s", "claude_code.active_time.total", None),
+            ]:
+                chosen = f"name = '{name}'" + (f" AND type = '{kind}'" if kind else "")
+                (value,) = con.execute(
+                    f"WITH p AS ({points}), f AS (SELECT * FROM p WHERE {chosen} AND {where}) "
+                    "SELECT coalesce((SELECT sum(value) FROM f WHERE temporality <> "
+                    "'AGGREGATION_TEMPORALITY_CUMULATIVE'), 0) + coalesce((SELECT sum(last) "
+                    "FROM (SELECT arg_max(value, time) AS last FROM f WHERE temporality = "
+                    "'AGGREGATION_TEMPORALITY_CUMULATIVE' GROUP BY start, attrs)), 0)"
+                ).fetchone()  # type: ignore[misc]
+                figures[figure] += value
+    finally:
+        con.close()
+    users, sessions, calls, input_, output, cache_read, cache_creation, cost = row
+    prompt = input_ + cache_read + cache_creation
+    return {
+        "active_users": users,
+        "sessions": sessions,
+        "api_calls": calls,
+        "tokens": {
+            "input": input_,
+            "output": output,
+            "cache_read": cache_read,
+            "cache_creation": cache_creation,
+        },
+        "cache_hit_ratio": cache_read / prompt if prompt else None,
+        "reported_cost_usd": cost,
+        **figures,
+    }
+
+
+def _assert_tiles(got: dict[str, Any], want: dict[str, Any]) -> None:
+    for key in ("reported_cost_usd", "cache_hit_ratio", "active_time_s"):
+        if want[key] is None:
+            assert got[key] is None, key
+        else:
+            assert got[key] == pytest.approx(want[key], rel=1e-9), key
+    plain = {k: v for k, v in want.items() if k not in ("reported_cost_usd", "cache_hit_ratio",
+             "active_time_s")}  # fmt: skip
+    assert {k: got[k] for k in plain} == plain
+
+
+def test_tiles_equal_sql_over_the_same_tables(fed: tuple[CollectorProcess, dict]) -> None:
+    proc, tokens = fed
+    status, body = _get(proc, "/dashboard/api/tiles", tokens["reader"])
+    assert status == 200, body
+    assert body["tables"] == [
+        "main.agents.cc_otel_logs", "main.agents.cc_otel_metrics", "main.agents.codex_otel_logs",
+        "main.agents.gemini_otel_logs", "main.agents.sdk_otel_logs", "main.agents.sdk_otel_metrics",
+    ]  # fmt: skip
+    want = _expected(proc, "agents")
+    _assert_tiles(body, want)
+    # The data is what the test sent: every agent's calls, the SDK's cumulative sum counted
+    # by what it grew to (3), not by its points added up (4).
+    assert want["api_calls"] == 3 + 1 + 1 + SDK_CALLS
+    assert body["pull_requests"] == 3
+    assert body["commits"] == 6 and body["lines_added"] == 3 + 3 * 120 + 7
+
+
+@pytest.mark.parametrize(
+    "query, where",
+    [
+        ("agent=codex", "agent = 'codex'"),
+        ("agent=claude-code", "agent = 'claude-code'"),
+        (f"user={USERS[1]}", f"user = '{USERS[1]}'"),
+        (f"model={MODELS[1]}", f"model = '{MODELS[1]}'"),
+        (
+            "from=2026-12-01T10:10:00Z&to=2026-12-01T10:40:00Z",
+            "time >= epoch_ns(TIMESTAMPTZ '2026-12-01 10:10:00+00') "
+            "AND time < epoch_ns(TIMESTAMPTZ '2026-12-01 10:40:00+00')",
+        ),
+    ],
+)
+def test_each_filter_changes_the_figures_as_sql_does(
+    fed: tuple[CollectorProcess, dict], query: str, where: str
+) -> None:
+    proc, tokens = fed
+    status, body = _get(proc, f"/dashboard/api/tiles?{query}", tokens["reader"])
+    assert status == 200, body
+    want = _expected(proc, "agents", where)
+    _assert_tiles(body, want)
+    everything = _get(proc, "/dashboard/api/tiles", tokens["reader"])[1]
+    assert body["api_calls"] < everything["api_calls"]
+
+
+def test_reading_is_a_grant_of_its_own(fed: tuple[CollectorProcess, dict]) -> None:
+    proc, tokens = fed
+    assert _get(proc, "/dashboard/api/tiles", None)[0] == 401
+    for name in ("writer", "caller"):
+        status, body = _get(proc, "/dashboard/api/tiles", tokens[name])
+        assert status == 403 and "no read grant" in body["error"], body
+    status, body = _get(proc, "/dashboard/api/tiles", tokens["other"])
+    assert status == 200 and body["tables"] == ["main.other.cc_otel_logs"]
+    _assert_tiles(body, _expected(proc, "other"))
+    assert _get(proc, "/dashboard/api/tables", tokens["other"])[1] == {
+        "tables": ["main.other.cc_otel_logs"]
+    }
+
+
+def test_a_bad_filter_is_a_400_that_says_which(fed: tuple[CollectorProcess, dict]) -> None:
+    proc, tokens = fed
+    for query, words in [
+        ("agent=cursorx", "agent='cursorx': expected one of"),
+        ("from=yesterday", "from='yesterday': expected an ISO 8601 time"),
+        ("from=2026-12-02&to=2026-12-01", "to must be after from"),
+    ]:
+        status, body = _get(proc, f"/dashboard/api/tiles?{query}", tokens["reader"])
+        assert status == 400 and words in body["error"], (query, body)
+
+
+def test_the_dashboard_alone_reads_a_warehouse_written_elsewhere(
+    fed: tuple[CollectorProcess, dict],
+) -> None:
+    """``python -m collector dashboard``: read-only, no tokens file, so loopback clients read
+    every table; ``serve --dashboard off`` has no dashboard."""
+    proc, _ = fed
+    port = free_port()
+    alone = subprocess.Popen(
+        [sys.executable, "-m", "collector", "dashboard", "--warehouse", str(proc.warehouse),
+         "--http", f"127.0.0.1:{port}", "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/dashboard/api/tiles"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=30) as response:
+                    body = json.loads(response.read())
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline and alone.poll() is None, "did not start"
+                time.sleep(0.1)
+        assert len(body["tables"]) == 7
+        _assert_tiles(body, _expected(proc, "*"))
+    finally:
+        alone.terminate()
+        assert alone.wait(30) == 0
+    off = CollectorProcess(Path(proc.warehouse).parent / "off", "--dashboard", "off")
+    try:
+        assert _get(off, "/dashboard/api/tiles", None)[0] == 404
+        assert _get(off, "/dashboard/api/tables", None)[0] == 404
+    finally:
+        off.stop()

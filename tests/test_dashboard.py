@@ -203,26 +203,34 @@ _SQL = {
 }
 
 
-def _expected(proc: CollectorProcess, schemas: str, where: str = "TRUE") -> dict[str, Any]:
-    """The tiles, by SQL over every logs and metrics table of ``schemas`` (a glob); ``where``
-    filters the events (columns: time, agent, user, model)."""
-    root = Path(proc.warehouse) / "main"
+def _events_sql(root: Path, schemas: str) -> str:
+    """One row per log record of every logs table of ``schemas`` (a glob): time, agent, user,
+    session, model, is_call and the call's tokens, cost and duration."""
     selects = []
     for path in sorted(root.glob(f"{schemas}/*_otel_logs")):
         agent = _CALLS[path.name.split("_")[0]]
         q = _SQL[agent]
         key = {"claude": "claude-code", "codex": "codex", "gemini": "gemini-cli"}[agent]
         selects.append(
-            f"SELECT time_unix_nano AS time, '{key}' AS agent, {q['user']} AS user, "
+            "SELECT CASE WHEN time_unix_nano > 0 THEN time_unix_nano ELSE "
+            f"observed_time_unix_nano END AS time, '{key}' AS agent, {q['user']} AS user, "
             f"{q['session']} AS session, attributes['model'] AS model, ({q['call']}) AS is_call, "
             f"CAST({q['input']} AS BIGINT) AS input, CAST({q['output']} AS BIGINT) AS output, "
             f"CAST({q['cache_read']} AS BIGINT) AS cache_read, "
             f"CAST({q['cache_creation']} AS BIGINT) AS cache_creation, "
-            f"CAST({q['cost']} AS DOUBLE) AS cost FROM delta_scan('{path}')"
+            f"CAST({q['cost']} AS DOUBLE) AS cost, "
+            f"CAST(attributes['duration_ms'] AS DOUBLE) AS duration FROM delta_scan('{path}')"
         )
+    return " UNION ALL ".join(selects)
+
+
+def _expected(proc: CollectorProcess, schemas: str, where: str = "TRUE") -> dict[str, Any]:
+    """The tiles, by SQL over every logs and metrics table of ``schemas`` (a glob); ``where``
+    filters the events (columns: time, agent, user, model)."""
+    root = Path(proc.warehouse) / "main"
+    events = _events_sql(root, schemas)
     con = duckdb_with_delta()
     try:
-        events = " UNION ALL ".join(selects)
         row = con.execute(
             f"WITH e AS ({events}), f AS (SELECT * FROM e WHERE {where}) SELECT "
             "count(DISTINCT user), count(DISTINCT session), "
@@ -231,7 +239,7 @@ def _expected(proc: CollectorProcess, schemas: str, where: str = "TRUE") -> dict
             "coalesce(sum(output) FILTER (WHERE is_call), 0), "
             "coalesce(sum(cache_read) FILTER (WHERE is_call), 0), "
             "coalesce(sum(cache_creation) FILTER (WHERE is_call), 0), "
-            "coalesce(sum(cost) FILTER (WHERE is_call), 0) FROM f"
+            "sum(cost) FILTER (WHERE is_call) FROM f"
         ).fetchone()
         assert row is not None
         metrics = sorted(root.glob(f"{schemas}/*_otel_metrics"))
@@ -395,3 +403,51 @@ def test_the_dashboard_alone_reads_a_warehouse_written_elsewhere(
         assert _get(off, "/dashboard/api/tables", None)[0] == 404
     finally:
         off.stop()
+
+
+@pytest.mark.parametrize("by", ["model", "day,user", "session", "agent,model", ""])
+def test_calls_grouped_equal_sql(fed: tuple[CollectorProcess, dict], by: str) -> None:
+    """Cost per user per day, cost and tokens by model, the top sessions, latency p50/p95."""
+    proc, tokens = fed
+    status, body = _get(proc, f"/dashboard/api/calls?by={by}&limit=50", tokens["reader"])
+    assert status == 200, body
+    dims = [d for d in by.split(",") if d]
+    keys = [("strftime(make_timestamp(time // 1000), '%Y-%m-%d')" if d == "day" else d) + f" AS {d}"
+            for d in dims]  # fmt: skip
+    con = duckdb_with_delta()
+    try:
+        sql = (
+            f"WITH e AS ({_events_sql(Path(proc.warehouse) / 'main', 'agents')}) "
+            f"SELECT {', '.join([*keys, ''])}count(*), sum(input), sum(output), sum(cache_read), "
+            "sum(cache_creation), sum(cost), quantile_cont(duration, 0.5), "
+            "quantile_cont(duration, 0.95) FROM e WHERE is_call"
+            + (f" GROUP BY {', '.join(dims)}" if dims else "")
+        )
+        want = {tuple(r[: len(dims)]): r[len(dims) :] for r in con.execute(sql).fetchall()}
+    finally:
+        con.close()
+    got = {tuple(row[d] for d in dims): row for row in body["rows"]}
+    assert set(got) == set(want)
+    for key, (n, i, o, cr, cc, cost, p50, p95) in want.items():
+        row = got[key]
+        assert (row["calls"], row["input"], row["output"], row["cache_read"]) == (n, i, o, cr)
+        assert row["cache_creation"] == (cc or 0) or (cc is None and row["cache_creation"] is None)
+        for name, value in (("reported_cost_usd", cost), ("duration_p50_ms", p50),
+                            ("duration_p95_ms", p95)):  # fmt: skip
+            assert row[name] == (None if value is None else pytest.approx(value)), (key, name)
+    costs = [r["reported_cost_usd"] for r in body["rows"] if r["reported_cost_usd"] is not None]
+    if "day" not in dims:
+        assert costs == sorted(costs, reverse=True)  # the costliest first
+    if dims == ["session"]:
+        top = body["rows"][0]
+        assert top["session_user"] in USERS and set(top["models"]) <= set(MODELS)
+
+
+def test_options_list_what_the_range_holds(fed: tuple[CollectorProcess, dict]) -> None:
+    proc, tokens = fed
+    status, body = _get(proc, "/dashboard/api/options", tokens["reader"])
+    assert status == 200
+    assert body["agent"] == ["claude-code", "codex", "gemini-cli"]
+    assert set(USERS) <= set(body["user"]) and set(MODELS) <= set(body["model"])
+    late = _get(proc, "/dashboard/api/options?from=2026-12-01T10:30:00Z", tokens["reader"])[1]
+    assert late["agent"] == ["claude-code", "gemini-cli"]  # the Codex capture is older

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from collector.auth import Authenticator, Principal
 from collector.dashboard.data import Tables
-from collector.dashboard.figures import FilterError, Filters, tiles
+from collector.dashboard.figures import FilterError, Filters, calls, options, tiles
 from collector.errors import ExportError, PermissionDenied
 from collector.storage import Warehouse
 from collector.tables import TableName
@@ -48,6 +48,8 @@ class Dashboard:
     def install(self, app: web.Application) -> None:
         app.router.add_get("/dashboard/api/tiles", self._tiles)
         app.router.add_get("/dashboard/api/tables", self._tables)
+        app.router.add_get("/dashboard/api/calls", self._calls)
+        app.router.add_get("/dashboard/api/options", self._options)
 
     def reader(self, request: web.Request) -> Principal:
         """Who asks; PermissionDenied or Unauthenticated if they may not read at all."""
@@ -68,11 +70,11 @@ class Dashboard:
         try:
             principal = self.reader(request)
             filters = Filters.from_query(request.query)
+            body = await asyncio.to_thread(compute, principal, filters, request.query)
         except ExportError as e:
             return _error(e.http_status, e.message)
         except FilterError as e:
             return _error(400, str(e))
-        body = await asyncio.to_thread(compute, principal, filters)
         return web.json_response(body)
 
     async def _tiles(self, request: web.Request) -> web.Response:
@@ -80,12 +82,25 @@ class Dashboard:
 
     async def _tables(self, request: web.Request) -> web.Response:
         return await self._answer(
-            request, lambda p, _: {"tables": [str(t) for t in self.readable(p)]}
+            request, lambda p, *_: {"tables": [str(t) for t in self.readable(p)]}
         )
 
-    def tiles(self, principal: Principal, filters: Filters) -> dict[str, Any]:
+    async def _calls(self, request: web.Request) -> web.Response:
+        return await self._answer(
+            request, lambda p, f, q: {"rows": calls(self._frames(p, "_otel_logs"), f, q)}
+        )
+
+    async def _options(self, request: web.Request) -> web.Response:
+        return await self._answer(
+            request, lambda p, f, _: options(self._frames(p, "_otel_logs"), f)
+        )
+
+    def _frames(self, principal: Principal, suffix: str) -> list[Any]:
+        return [self.tables.read(t) for t in self.readable(principal) if t.table.endswith(suffix)]
+
+    def tiles(self, principal: Principal, filters: Filters, _: Any = None) -> dict[str, Any]:
         """The headline figures over the tables ``principal`` may read."""
-        names = self.readable(principal)
-        events = [self.tables.read(t) for t in names if t.table.endswith("_otel_logs")]
-        points = [self.tables.read(t) for t in names if t.table.endswith("_otel_metrics")]
-        return {"tables": [str(t) for t in names], **tiles(events, points, filters)}
+        names = [str(t) for t in self.readable(principal)]
+        events = self._frames(principal, "_otel_logs")
+        points = self._frames(principal, "_otel_metrics")
+        return {"tables": names, **tiles(events, points, filters)}

@@ -59,7 +59,11 @@ def _agent_events(frame: pl.DataFrame, agent: Agent, table: str) -> pl.DataFrame
     call = is_call.fill_null(False)
     return frame.select(
         pl.lit(table).alias("table"),
-        pl.col("time_unix_nano").alias("time"),
+        # Codex leaves a record's time unset (0), as OTLP allows: then it is when observed.
+        pl.when(pl.col("time_unix_nano") > 0)
+        .then(pl.col("time_unix_nano"))
+        .otherwise(pl.col("observed_time_unix_nano"))
+        .alias("time"),
         pl.lit(agent.key).alias("agent"),
         _first(agent.user).alias("user"),
         pl.coalesce([_first(agent.session), _first(agent.session, "resource_attributes")]).alias(
@@ -140,7 +144,13 @@ class Tables:
         if name.endswith("_otel_logs"):
             raw = pl.from_arrow(
                 dt.to_pyarrow_table(
-                    columns=["time_unix_nano", "event_name", "attributes", "resource"]
+                    columns=[
+                        "time_unix_nano",
+                        "observed_time_unix_nano",
+                        "event_name",
+                        "attributes",
+                        "resource",
+                    ]
                 )
             )
             frame = events_frame(str(table), raw)  # type: ignore[arg-type]

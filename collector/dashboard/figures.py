@@ -185,10 +185,90 @@ def tiles(
         "api_calls": calls.height,
         "tokens": tokens,
         "cache_hit_ratio": tokens["cache_read"] / prompt if prompt else None,
-        "reported_cost_usd": float(calls["reported_cost_usd"].sum() or 0.0),
+        "reported_cost_usd": calls.select(_reported_cost()).item(),
         "lines_added": productivity["lines_added"],
         "lines_removed": productivity["lines_removed"],
         "commits": productivity["commits"],
         "pull_requests": productivity["pull_requests"],
         "active_time_s": productivity["active_time_s"],
+    }
+
+
+DIMENSIONS = ("day", "agent", "user", "model", "session")
+
+
+def _reported_cost() -> pl.Expr:
+    """The cost agents reported, or null where no call did (Codex and Gemini CLI report
+    none: that is no figure, not zero)."""
+    cost = pl.col("reported_cost_usd")
+    return pl.when(cost.is_not_null().any()).then(cost.sum()).otherwise(None)
+
+
+def _dimensions(text: str | None) -> list[str]:
+    names = [d.strip() for d in (text or "").split(",") if d.strip()]
+    unknown = [d for d in names if d not in DIMENSIONS]
+    if unknown or len(set(names)) != len(names):
+        raise FilterError(
+            f"by={text!r}: expected distinct names among {', '.join(DIMENSIONS)}, comma-separated"
+        )
+    return names
+
+
+def _limit(text: str | None) -> int | None:
+    if text is None or text == "":
+        return None
+    if not text.isdigit() or not 0 < int(text) <= 10_000:
+        raise FilterError(f"limit={text!r}: expected a whole number from 1 to 10000")
+    return int(text)
+
+
+def _day(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(
+        pl.from_epoch("time", time_unit="ns").dt.date().cast(pl.String).alias("day")
+    )
+
+
+def calls(
+    events: Iterable[pl.DataFrame], filters: Filters, query: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Model calls grouped ``by`` (query: day, agent, user, model, session): their count,
+    tokens, reported cost, and duration p50 / p95 (linear interpolation); ordered by cost,
+    then tokens, largest first, or by day; ``limit`` rows at most."""
+    by = _dimensions(query.get("by"))
+    limit = _limit(query.get("limit"))
+    frame = _day(filters.events(_events(events)).filter(pl.col("is_call")))
+    total = sum(pl.col(k).fill_null(0) for k in ("input", "output", "cache_read",
+                                                  "cache_creation"))  # fmt: skip
+    aggregates = [
+        pl.len().alias("calls"),
+        *(pl.col(k).sum().alias(k) for k in ("input", "output", "cache_read", "cache_creation")),
+        total.sum().alias("total_tokens"),
+        _reported_cost().alias("reported_cost_usd"),
+        pl.col("duration_ms").quantile(0.5, "linear").alias("duration_p50_ms"),
+        pl.col("duration_ms").quantile(0.95, "linear").alias("duration_p95_ms"),
+    ]
+    if "session" in by:  # who and with what, for the top sessions
+        aggregates += [
+            pl.col("user").drop_nulls().first().alias("session_user"),
+            pl.col("model").drop_nulls().unique().sort().alias("models"),
+        ]
+    grouped = frame.group_by(by).agg(aggregates) if by else frame.select(aggregates)
+    order = ["day"] if "day" in by else []
+    grouped = grouped.sort(
+        [*order, "reported_cost_usd", "total_tokens", *[d for d in by if d != "day"]],
+        descending=[False] * len(order) + [True, True] + [False] * (len(by) - len(order)),
+        nulls_last=True,
+    )
+    if limit is not None:
+        grouped = grouped.head(limit)
+    return grouped.to_dicts()
+
+
+def options(events: Iterable[pl.DataFrame], filters: Filters) -> dict[str, list[str]]:
+    """What the filters can be set to in the range: the agents, users and models seen."""
+    frame = _events(events)
+    frame = frame.filter(*Filters(filters.since, filters.until)._conditions(model=False))
+    return {
+        name: sorted(frame[name].drop_nulls().unique().to_list())
+        for name in ("agent", "user", "model")
     }

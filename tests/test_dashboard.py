@@ -6,7 +6,9 @@ that vary per record, delta and cumulative sums), read with tokens of each kind.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -451,3 +453,99 @@ def test_options_list_what_the_range_holds(fed: tuple[CollectorProcess, dict]) -
     assert set(USERS) <= set(body["user"]) and set(MODELS) <= set(body["model"])
     late = _get(proc, "/dashboard/api/options?from=2026-12-01T10:30:00Z", tokens["reader"])[1]
     assert late["agent"] == ["claude-code", "gemini-cli"]  # the Codex capture is older
+
+
+# --- the page, in a real browser ------------------------------------------------------------
+
+_CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+_TILES = ("active_users", "sessions", "api_calls", "reported_cost_usd", "cache_hit_ratio",
+          "lines_added", "lines_removed", "commits", "pull_requests", "active_time_s")  # fmt: skip
+
+
+def _page_tiles(page: Any) -> dict[str, float | None]:
+    values = {}
+    for name in _TILES:
+        text = page.get_attribute(f'[data-tile="{name}"]', "data-value")
+        values[name] = float(text) if text else None
+    return values
+
+
+def _assert_page_shows(page: Any, api: dict[str, Any]) -> None:
+    shown = _page_tiles(page)
+    for name in _TILES:
+        if api[name] is None:
+            assert shown[name] is None, name
+        else:
+            assert shown[name] == pytest.approx(api[name]), name
+
+
+def test_the_page_in_a_browser_shows_what_the_api_says(
+    fed: tuple[CollectorProcess, dict], tmp_path: Path
+) -> None:
+    """Debian's chromium, driven by Playwright: the reader signs in with a token, the tiles and
+    a sample of each chart's data equal the API's figures (which equal SQL, above), a filter
+    changes them as the API does, nothing goes to the console, no request leaves the
+    collector, and a screenshot is saved (DASHBOARD_SCREENSHOT=path keeps a copy)."""
+    from playwright.sync_api import sync_playwright
+
+    proc, tokens = fed
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed (apt-get install chromium; .ci/run does)"
+    origin = proc.url("")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=_CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            requests: list[str] = []
+            errors: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(proc.url("/dashboard"))
+            page.wait_for_selector("#login:not([hidden])")  # a tokens file: sign in first
+            page.fill("#token input", tokens["reader"])
+            page.click("#token button")
+            page.wait_for_selector("body[data-state=ready]")
+            _assert_page_shows(page, _get(proc, "/dashboard/api/tiles", tokens["reader"])[1])
+
+            by_model = _get(proc, "/dashboard/api/calls?by=model", tokens["reader"])[1]["rows"]
+            traces = json.loads(page.get_attribute("#tokens-by-model", "data-traces") or "[]")
+            output = next(t for t in traces if t["name"] == "output")
+            assert output["x"] == [r["model"] for r in by_model]
+            assert output["y"] == [r["output"] for r in by_model]
+            latency = json.loads(page.get_attribute("#latency-by-model", "data-traces") or "[]")
+            assert latency[1]["y"] == [r["duration_p95_ms"] for r in by_model]
+            per_day = _get(proc, "/dashboard/api/calls?by=day,user", tokens["reader"])[1]["rows"]
+            bars = json.loads(page.get_attribute("#cost-per-user-day", "data-traces") or "[]")
+            assert sum(sum(t["y"]) for t in bars) == pytest.approx(
+                sum(r["reported_cost_usd"] or 0 for r in per_day)
+            )
+            top = _get(proc, "/dashboard/api/calls?by=session&limit=10", tokens["reader"])[1]
+            first_row = page.inner_text("#sessions tbody tr:first-child td:first-child")
+            assert first_row == top["rows"][0]["session"]
+            assert page.locator("#sessions tbody tr").count() == len(top["rows"])
+            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+            if os.environ.get("DASHBOARD_SCREENSHOT"):
+                shutil.copy(tmp_path / "dashboard.png", os.environ["DASHBOARD_SCREENSHOT"])
+
+            for agent in ("codex", "gemini-cli", "claude-code"):
+                page.select_option("select[name=agent]", agent)
+                page.wait_for_selector("body[data-state=ready]")
+                api = _get(proc, f"/dashboard/api/tiles?agent={agent}", tokens["reader"])[1]
+                _assert_page_shows(page, api)
+            page.select_option("select[name=agent]", "")
+            page.select_option("select[name=model]", MODELS[1])
+            page.wait_for_selector("body[data-state=ready]")
+            api = _get(proc, f"/dashboard/api/tiles?model={MODELS[1]}", tokens["reader"])[1]
+            _assert_page_shows(page, api)
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert requests and all(url.startswith(origin) for url in requests), requests

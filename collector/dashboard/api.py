@@ -9,7 +9,9 @@ and only the tables it names; without one, only clients on loopback, as for writ
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
+from importlib import resources
 from typing import Any
 
 import structlog
@@ -46,10 +48,31 @@ class Dashboard:
         self.auth = auth
 
     def install(self, app: web.Application) -> None:
+        app.router.add_get("/dashboard", self._page)
+        app.router.add_get("/dashboard/", self._page)
+        app.router.add_get("/dashboard/static/{name}", self._static)
+        app.router.add_get("/dashboard/api/access", self._access)
         app.router.add_get("/dashboard/api/tiles", self._tiles)
         app.router.add_get("/dashboard/api/tables", self._tables)
         app.router.add_get("/dashboard/api/calls", self._calls)
         app.router.add_get("/dashboard/api/options", self._options)
+
+    async def _page(self, request: web.Request) -> web.Response:
+        # The page holds no data (the API checks who reads): it is served to anyone, with a
+        # policy that keeps every request on this origin.
+        return web.Response(
+            body=_asset("index.html"), content_type="text/html", headers=_PAGE_HEADERS
+        )
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in _ASSETS:
+            raise web.HTTPNotFound()
+        return web.Response(
+            body=_asset(name),
+            content_type=_ASSETS[name],
+            headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"},
+        )
 
     def reader(self, request: web.Request) -> Principal:
         """Who asks; PermissionDenied or Unauthenticated if they may not read at all."""
@@ -62,6 +85,17 @@ class Dashboard:
         if not principal.reads:
             raise PermissionDenied(f"token {principal.name!r} has no read grant (read:PATTERN)")
         return principal
+
+    async def _access(self, request: web.Request) -> web.Response:
+        """Whether the caller may read, and if not why, always as a 200: the page asks before
+        it reads, and signs in rather than fail."""
+        try:
+            principal = self.reader(request)
+        except ExportError as e:
+            return web.json_response(
+                {"reads": False, "reason": e.message, "tokens": self.auth.enabled}
+            )
+        return web.json_response({"reads": True, "as": principal.name, "tokens": self.auth.enabled})
 
     def readable(self, principal: Principal) -> list[TableName]:
         return [t for t in self.tables.names() if principal.may_read(t)]
@@ -104,3 +138,28 @@ class Dashboard:
         events = self._frames(principal, "_otel_logs")
         points = self._frames(principal, "_otel_metrics")
         return {"tables": names, **tiles(events, points, filters)}
+
+
+_ASSETS = {
+    "index.html": "text/html",
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "plotly.min.js": "text/javascript",
+}
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+@functools.cache
+def _asset(name: str) -> bytes:
+    """A file of the page: ours from the package, plotly.js from the plotly package, which
+    ships it (no CDN: the page works offline and no request leaves the host)."""
+    if name == "plotly.min.js":
+        from plotly.offline import get_plotlyjs
+
+        return get_plotlyjs().encode()
+    return (resources.files("collector.dashboard") / "static" / name).read_bytes()

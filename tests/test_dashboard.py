@@ -76,9 +76,78 @@ def _sdk_logs(proc: CollectorProcess, table: str, token: str) -> None:
                 attributes={**common, "event.name": "user_prompt", "prompt_length": i},
             )
         )
+        logger.emit(
+            LogRecord(
+                timestamp=T0 + i * 60_000_000_000 + 2,
+                body="claude_code.tool_result",
+                attributes={
+                    **common,
+                    "event.name": "tool_result",
+                    "tool_name": ("Read", "Edit", "Bash")[i % 3],
+                    "success": "true" if rnd.random() < 0.8 else "false",
+                    "duration_ms": rnd.randint(1, 4000),
+                },
+            )
+        )
+        if i % 7 == 0:
+            logger.emit(
+                LogRecord(
+                    timestamp=T0 + i * 60_000_000_000 + 3,
+                    body="claude_code.api_error",
+                    attributes={
+                        **common,
+                        "event.name": "api_error",
+                        "model": MODELS[i % 2],
+                        "status_code": (429, 500, 529)[i % 3],
+                        "error": f"upstream said no ({i})",
+                    },
+                )
+            )
+    _export_logs(proc, table, token, memory)
+
+
+def _export_logs(
+    proc: CollectorProcess, table: str, token: str, memory: InMemoryLogRecordExporter
+) -> None:
     exporter = OTLPLogExporter(endpoint=proc.url("/v1/logs"), headers=_headers(table, token))
     assert exporter.export(list(memory.get_finished_logs())).name == "SUCCESS"
     exporter.shutdown()
+
+
+def _sdk_other_agents(proc: CollectorProcess, token: str) -> None:
+    """Gemini CLI's tool calls and API errors, and Codex's failed requests, as they send them."""
+    for service, table, events in [
+        ("gemini-cli", "main.agents.gsdk_otel_logs", [
+            ("gemini_cli.tool_call", {"function_name": "read_file", "success": True,
+                                      "duration_ms": 12}),
+            ("gemini_cli.tool_call", {"function_name": "read_file", "success": False,
+                                      "duration_ms": 30}),
+            ("gemini_cli.tool_call", {"function_name": "run_shell_command", "success": True,
+                                      "duration_ms": 900}),
+            ("gemini_cli.api_error", {"model": "gemini-2.5-pro", "status_code": 503,
+                                      "error": "overloaded", "duration_ms": 80}),
+        ]),
+        ("codex_cli_rs", "main.agents.xsdk_otel_logs", [
+            ("codex.api_request", {"model": "gpt-5", "http.response.status_code": 200,
+                                   "duration_ms": 300}),
+            ("codex.api_request", {"model": "gpt-5", "http.response.status_code": 500,
+                                   "error.message": "internal error", "duration_ms": 20}),
+            ("codex.tool_result", {"tool_name": "shell", "success": "true", "duration_ms": 41}),
+        ]),
+    ]:  # fmt: skip
+        memory = InMemoryLogRecordExporter()
+        provider = LoggerProvider(resource=Resource({"service.name": service}))
+        provider.add_log_record_processor(SimpleLogRecordProcessor(memory))
+        logger = provider.get_logger(service)
+        for i, (name, attributes) in enumerate(events):
+            logger.emit(
+                LogRecord(
+                    timestamp=T0 + 10**12 * (i + 1),
+                    body=name,
+                    attributes={"event.name": name, "session.id": f"{service}-1", **attributes},
+                )
+            )
+        _export_logs(proc, table, token, memory)
 
 
 def _sdk_metrics(proc: CollectorProcess, table: str, token: str) -> None:
@@ -141,9 +210,12 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CollectorPro
             assert response.status == 200
     _sdk_logs(proc, "main.agents.sdk_otel_logs", tokens["writer"])
     _sdk_metrics(proc, "main.agents.sdk_otel_metrics", tokens["writer"])
+    _sdk_other_agents(proc, tokens["writer"])
     for table, (_, rows) in TABLES.items():
         wait_for_rows(proc.table_path(table), rows)
-    wait_for_rows(proc.table_path("main.agents.sdk_otel_logs"), 2 * SDK_CALLS)
+    wait_for_rows(proc.table_path("main.agents.sdk_otel_logs"), 3 * SDK_CALLS + 9)
+    wait_for_rows(proc.table_path("main.agents.gsdk_otel_logs"), 4)
+    wait_for_rows(proc.table_path("main.agents.xsdk_otel_logs"), 3)
     wait_for_rows(proc.table_path("main.agents.sdk_otel_metrics"), 11)
     yield proc, tokens
     proc.stop()
@@ -165,7 +237,8 @@ def _get(proc: CollectorProcess, path: str, token: str | None) -> tuple[int, Any
 # --- the same figures, in SQL --------------------------------------------------------------
 
 _CALLS = {  # per table: the agent, its user/session expressions, what a call is, its tokens
-    "cc": "claude", "sdk": "claude", "codex": "codex", "gemini": "gemini",
+    "cc": "claude", "sdk": "claude", "codex": "codex", "xsdk": "codex", "gemini": "gemini",
+    "gsdk": "gemini",
 }  # fmt: skip
 _SQL = {
     "claude": dict(
@@ -178,6 +251,11 @@ _SQL = {
         cache_creation="attributes['cache_creation_tokens']",
         output="attributes['output_tokens']",
         cost="attributes['cost_usd']",
+        tool="attributes['event.name'] = 'tool_result'",
+        tool_name="attributes['tool_name']",
+        error="attributes['event.name'] = 'api_error'",
+        status="attributes['status_code']",
+        message="attributes['error']",
     ),
     "codex": dict(
         user="coalesce(attributes['user.email'], attributes['user.account_id'])",
@@ -190,6 +268,12 @@ _SQL = {
         cache_creation="attributes['cache_write_token_count']",
         output="attributes['output_token_count']",
         cost="NULL",
+        tool="attributes['event.name'] = 'codex.tool_result'",
+        tool_name="attributes['tool_name']",
+        error="attributes['event.name'] = 'codex.api_request' AND "
+        "CAST(attributes['http.response.status_code'] AS INT) >= 400",
+        status="attributes['http.response.status_code']",
+        message="attributes['error.message']",
     ),
     "gemini": dict(
         user="coalesce(attributes['user.email'], attributes['installation.id'])",
@@ -201,6 +285,11 @@ _SQL = {
         cache_creation="NULL",
         output="attributes['output_token_count']",
         cost="NULL",
+        tool="attributes['event.name'] = 'gemini_cli.tool_call'",
+        tool_name="attributes['function_name']",
+        error="attributes['event.name'] = 'gemini_cli.api_error'",
+        status="attributes['status_code']",
+        message="attributes['error']",
     ),
 }
 
@@ -221,7 +310,11 @@ def _events_sql(root: Path, schemas: str) -> str:
             f"CAST({q['cache_read']} AS BIGINT) AS cache_read, "
             f"CAST({q['cache_creation']} AS BIGINT) AS cache_creation, "
             f"CAST({q['cost']} AS DOUBLE) AS cost, "
-            f"CAST(attributes['duration_ms'] AS DOUBLE) AS duration FROM delta_scan('{path}')"
+            f"CAST(attributes['duration_ms'] AS DOUBLE) AS duration, "
+            f"coalesce({q['tool']}, FALSE) AS is_tool, {q['tool_name']} AS tool, "
+            "lower(attributes['success']) = 'true' AS tool_success, "
+            f"coalesce({q['error']}, FALSE) AS is_error, CAST({q['status']} AS BIGINT) AS status, "
+            f"{q['message']} AS message FROM delta_scan('{path}')"
         )
     return " UNION ALL ".join(selects)
 
@@ -309,13 +402,14 @@ def test_tiles_equal_sql_over_the_same_tables(fed: tuple[CollectorProcess, dict]
     assert status == 200, body
     assert body["tables"] == [
         "main.agents.cc_otel_logs", "main.agents.cc_otel_metrics", "main.agents.codex_otel_logs",
-        "main.agents.gemini_otel_logs", "main.agents.sdk_otel_logs", "main.agents.sdk_otel_metrics",
+        "main.agents.gemini_otel_logs", "main.agents.gsdk_otel_logs", "main.agents.sdk_otel_logs",
+        "main.agents.sdk_otel_metrics", "main.agents.xsdk_otel_logs",
     ]  # fmt: skip
     want = _expected(proc, "agents")
     _assert_tiles(body, want)
     # The data is what the test sent: every agent's calls, the SDK's cumulative sum counted
     # by what it grew to (3), not by its points added up (4).
-    assert want["api_calls"] == 3 + 1 + 1 + SDK_CALLS
+    assert want["api_calls"] == 3 + 1 + 1 + SDK_CALLS  # the SDK's Codex and Gemini: no calls
     assert body["pull_requests"] == 3
     assert body["commits"] == 6 and body["lines_added"] == 3 + 3 * 120 + 7
 
@@ -394,7 +488,7 @@ def test_the_dashboard_alone_reads_a_warehouse_written_elsewhere(
             except urllib.error.URLError:
                 assert time.monotonic() < deadline and alone.poll() is None, "did not start"
                 time.sleep(0.1)
-        assert len(body["tables"]) == 7
+        assert len(body["tables"]) == 9
         _assert_tiles(body, _expected(proc, "*"))
     finally:
         alone.terminate()
@@ -451,8 +545,9 @@ def test_options_list_what_the_range_holds(fed: tuple[CollectorProcess, dict]) -
     assert status == 200
     assert body["agent"] == ["claude-code", "codex", "gemini-cli"]
     assert set(USERS) <= set(body["user"]) and set(MODELS) <= set(body["model"])
-    late = _get(proc, "/dashboard/api/options?from=2026-12-01T10:30:00Z", tokens["reader"])[1]
-    assert late["agent"] == ["claude-code", "gemini-cli"]  # the Codex capture is older
+    late = _get(proc, "/dashboard/api/options?from=2026-12-01T11:00:00Z", tokens["reader"])[1]
+    assert late["agent"] == ["gemini-cli"]  # the rest was sent before 11:00
+    assert "gemini-2.5-pro" in late["model"] and MODELS[0] not in late["model"]
 
 
 # --- the page, in a real browser ------------------------------------------------------------
@@ -531,6 +626,20 @@ def test_the_page_in_a_browser_shows_what_the_api_says(
             first_row = page.inner_text("#sessions tbody tr:first-child td:first-child")
             assert first_row == top["rows"][0]["session"]
             assert page.locator("#sessions tbody tr").count() == len(top["rows"])
+            tools = _get(proc, "/dashboard/api/tools", tokens["reader"])[1]["rows"]
+            assert page.locator("#tools tbody tr").count() == len(tools)
+            cells = page.locator("#tools tbody tr:first-child td").all_inner_texts()
+            assert cells[:3] == [tools[0]["agent"], tools[0]["tool"], str(tools[0]["calls"])]
+            failed = _get(proc, "/dashboard/api/errors?limit=20", tokens["reader"])[1]
+            bars = json.loads(page.get_attribute("#errors-by-status", "data-traces") or "[]")
+            assert sum(sum(t["y"]) for t in bars) == sum(r["errors"] for r in failed["by_status"])
+            messages = page.locator("#errors tbody tr td:last-child").all_inner_texts()
+            assert messages == [r["message"] or "\u2013" for r in failed["recent"]]  # or a dash
+            with page.expect_download() as download:
+                page.click("a.csv[data-table=tools]")
+            lines = Path(download.value.path()).read_text().splitlines()
+            assert lines[0] == "agent,tool,calls,success_rate,duration_p50_ms,duration_p95_ms"
+            assert len(lines) == 1 + len(tools)
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
             if os.environ.get("DASHBOARD_SCREENSHOT"):
                 shutil.copy(tmp_path / "dashboard.png", os.environ["DASHBOARD_SCREENSHOT"])
@@ -549,3 +658,63 @@ def test_the_page_in_a_browser_shows_what_the_api_says(
             browser.close()
     assert not errors, errors
     assert requests and all(url.startswith(origin) for url in requests), requests
+
+
+def _sql(proc: CollectorProcess, query: str) -> list[tuple[Any, ...]]:
+    con = duckdb_with_delta()
+    try:
+        events = _events_sql(Path(proc.warehouse) / "main", "agents")
+        return con.execute(f"WITH e AS ({events}) {query}").fetchall()
+    finally:
+        con.close()
+
+
+def test_tool_calls_equal_sql(fed: tuple[CollectorProcess, dict]) -> None:
+    proc, tokens = fed
+    status, body = _get(proc, "/dashboard/api/tools", tokens["reader"])
+    assert status == 200, body
+    want = {
+        (agent, tool): (n, rate, p50, p95)
+        for agent, tool, n, rate, p50, p95 in _sql(
+            proc,
+            "SELECT agent, tool, count(*), avg(CAST(tool_success AS INT)), "
+            "quantile_cont(duration, 0.5), quantile_cont(duration, 0.95) FROM e WHERE is_tool "
+            "GROUP BY agent, tool",
+        )
+    }
+    got = {(r["agent"], r["tool"]): r for r in body["rows"]}
+    assert (
+        set(got) == set(want) and len(want) == 3 + 1 + 2 + 1
+    )  # Claude, its capture, Gemini, Codex
+    for key, (n, rate, p50, p95) in want.items():
+        row = got[key]
+        assert row["calls"] == n
+        assert row["success_rate"] == pytest.approx(rate)
+        assert (row["duration_p50_ms"], row["duration_p95_ms"]) == (
+            pytest.approx(p50), pytest.approx(p95))  # fmt: skip
+    assert [r["calls"] for r in body["rows"]] == sorted((r["calls"] for r in body["rows"]),
+                                                        reverse=True)  # fmt: skip
+
+
+def test_errors_by_status_and_the_recent_ones_equal_sql(
+    fed: tuple[CollectorProcess, dict],
+) -> None:
+    proc, tokens = fed
+    status, body = _get(proc, "/dashboard/api/errors?limit=5", tokens["reader"])
+    assert status == 200, body
+    want = {
+        (agent, code, model): n
+        for agent, code, model, n in _sql(
+            proc,
+            "SELECT agent, status, model, count(*) FROM e WHERE is_error "
+            "GROUP BY agent, status, model",
+        )
+    }
+    got = {(r["agent"], r["error_status"], r["model"]): r["errors"] for r in body["by_status"]}
+    assert got == want
+    assert ("codex", 500, "gpt-5") in got and ("gemini-cli", 503, "gemini-2.5-pro") in got
+    assert ("codex", 200, "gpt-5") not in got  # a request that succeeded is no error
+    recent = _sql(
+        proc, "SELECT agent, status, message FROM e WHERE is_error ORDER BY time DESC LIMIT 5"
+    )
+    assert [(r["agent"], r["status"], r["message"]) for r in body["recent"]] == recent

@@ -28,6 +28,13 @@ class Agent:
     input_includes_cache_read: bool = False
     cost: str | None = None  # attribute of the agent's own cost estimate, USD
     duration: str | None = None  # attribute of the call's duration, ms
+    # A finished tool call: its event and the attributes of the tool's name, whether it
+    # succeeded ("true"/"false") and its duration in ms.
+    tool_event: str | None = None
+    tool: tuple[str, str, str] = ("tool_name", "success", "duration_ms")
+    # Failed model requests: (event, status attribute, message attribute, whether the event
+    # is sent for every request, and only a status of 400 or above makes it an error).
+    errors: tuple[tuple[str, str, str, bool], ...] = ()
     # Productivity metrics (sums): figure → (metric name, attribute and value selecting it).
     metrics: Mapping[str, tuple[str, tuple[str, str] | None]] = field(default_factory=dict)
 
@@ -48,6 +55,8 @@ AGENTS: tuple[Agent, ...] = (
         },
         cost="cost_usd",
         duration="duration_ms",
+        tool_event="tool_result",
+        errors=(("api_error", "status_code", "error", False),),
         metrics={
             "lines_added": ("claude_code.lines_of_code.count", ("type", "added")),
             "lines_removed": ("claude_code.lines_of_code.count", ("type", "removed")),
@@ -75,6 +84,8 @@ AGENTS: tuple[Agent, ...] = (
         },
         input_includes_cache_read=True,
         duration="duration_ms",
+        tool_event="codex.tool_result",
+        errors=(("codex.api_request", "http.response.status_code", "error.message", True),),
     ),
     Agent(
         key="gemini-cli",
@@ -90,6 +101,9 @@ AGENTS: tuple[Agent, ...] = (
         },
         input_includes_cache_read=True,
         duration="duration_ms",
+        tool_event="gemini_cli.tool_call",
+        tool=("function_name", "success", "duration_ms"),
+        errors=(("gemini_cli.api_error", "status_code", "error", False),),
     ),
 )
 OTHER = Agent(
@@ -120,4 +134,6 @@ def attribute_keys() -> frozenset[str]:
         if agent.call_has:
             keys.add(agent.call_has)
         keys.update(when[0] for _, when in agent.metrics.values() if when)
+        keys.update(agent.tool)
+        keys.update(k for _, status, message, _ in agent.errors for k in (status, message))
     return frozenset(keys)

@@ -19,7 +19,15 @@ from aiohttp import web
 
 from collector.auth import Authenticator, Principal
 from collector.dashboard.data import Tables
-from collector.dashboard.figures import FilterError, Filters, calls, options, tiles
+from collector.dashboard.figures import (
+    FilterError,
+    Filters,
+    calls,
+    errors,
+    options,
+    tiles,
+    tools,
+)
 from collector.errors import ExportError, PermissionDenied
 from collector.storage import Warehouse
 from collector.tables import TableName
@@ -56,6 +64,8 @@ class Dashboard:
         app.router.add_get("/dashboard/api/tables", self._tables)
         app.router.add_get("/dashboard/api/calls", self._calls)
         app.router.add_get("/dashboard/api/options", self._options)
+        app.router.add_get("/dashboard/api/tools", self._tools)
+        app.router.add_get("/dashboard/api/errors", self._errors)
 
     async def _page(self, request: web.Request) -> web.Response:
         # The page holds no data (the API checks who reads): it is served to anyone, with a
@@ -127,6 +137,16 @@ class Dashboard:
     async def _options(self, request: web.Request) -> web.Response:
         return await self._answer(
             request, lambda p, f, _: options(self._frames(p, "_otel_logs"), f)
+        )
+
+    async def _tools(self, request: web.Request) -> web.Response:
+        return await self._answer(
+            request, lambda p, f, _: {"rows": tools(self._frames(p, "_otel_logs"), f)}
+        )
+
+    async def _errors(self, request: web.Request) -> web.Response:
+        return await self._answer(
+            request, lambda p, f, q: errors(self._frames(p, "_otel_logs"), f, q)
         )
 
     def _frames(self, principal: Principal, suffix: str) -> list[Any]:

@@ -22,6 +22,7 @@ __all__ = ["EVENT_COLUMNS", "TableData", "Tables"]
 EVENT_COLUMNS = (
     "table", "time", "agent", "user", "session", "model", "event", "is_call",
     "input", "output", "cache_read", "cache_creation", "reported_cost_usd", "duration_ms",
+    "tool", "tool_success", "tool_duration_ms", "is_error", "error_status", "error_message",
 )  # fmt: skip
 
 
@@ -57,6 +58,22 @@ def _agent_events(frame: pl.DataFrame, agent: Agent, table: str) -> pl.DataFrame
     if agent.input_includes_cache_read:
         tokens["input"] = tokens["input"] - tokens["cache_read"].fill_null(0)
     call = is_call.fill_null(False)
+    attribute = pl.col("attributes").map.get
+    is_tool = pl.lit(False) if agent.tool_event is None else event == agent.tool_event
+    is_tool = is_tool.fill_null(False)
+    tool_name, success, tool_duration = agent.tool
+    is_error = pl.lit(False)
+    status: pl.Expr = pl.lit(None, pl.Int64)
+    message: pl.Expr = pl.lit(None, pl.String)
+    for name, status_key, message_key, only_failed in agent.errors:
+        code = attribute(status_key).cast(pl.Int64, strict=False)
+        this = event == name
+        if only_failed:
+            this = this & (code >= 400)
+        this = this.fill_null(False)
+        is_error = is_error | this
+        status = pl.when(this).then(code).otherwise(status)
+        message = pl.when(this).then(attribute(message_key)).otherwise(message)
     return frame.select(
         pl.lit(table).alias("table"),
         # Codex leaves a record's time unset (0), as OTLP allows: then it is when observed.
@@ -75,6 +92,16 @@ def _agent_events(frame: pl.DataFrame, agent: Agent, table: str) -> pl.DataFrame
         *(pl.when(call).then(v).alias(k) for k, v in tokens.items()),
         pl.when(call).then(_number(agent.cost, pl.Float64)).alias("reported_cost_usd"),
         pl.when(call).then(_number(agent.duration, pl.Float64)).alias("duration_ms"),
+        pl.when(is_tool).then(attribute(tool_name)).alias("tool"),
+        pl.when(is_tool)
+        .then(attribute(success).str.to_lowercase() == "true")
+        .alias("tool_success"),
+        pl.when(is_tool)
+        .then(attribute(tool_duration).cast(pl.Float64, strict=False))
+        .alias("tool_duration_ms"),
+        is_error.alias("is_error"),
+        status.alias("error_status"),
+        message.alias("error_message"),
     )
 
 

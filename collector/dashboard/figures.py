@@ -99,7 +99,9 @@ _EMPTY_EVENTS: dict[str, Any] = {
     "table": pl.String, "time": pl.Int64, "agent": pl.String, "user": pl.String,
     "session": pl.String, "model": pl.String, "event": pl.String, "is_call": pl.Boolean,
     "input": pl.Int64, "output": pl.Int64, "cache_read": pl.Int64, "cache_creation": pl.Int64,
-    "reported_cost_usd": pl.Float64, "duration_ms": pl.Float64,
+    "reported_cost_usd": pl.Float64, "duration_ms": pl.Float64, "tool": pl.String,
+    "tool_success": pl.Boolean, "tool_duration_ms": pl.Float64, "is_error": pl.Boolean,
+    "error_status": pl.Int64, "error_message": pl.String,
 }  # fmt: skip
 
 
@@ -272,3 +274,45 @@ def options(events: Iterable[pl.DataFrame], filters: Filters) -> dict[str, list[
         name: sorted(frame[name].drop_nulls().unique().to_list())
         for name in ("agent", "user", "model")
     }
+
+
+def tools(events: Iterable[pl.DataFrame], filters: Filters) -> list[dict[str, Any]]:
+    """Tool calls by agent and tool: how many, the share that succeeded, duration p50 / p95;
+    the most used first."""
+    frame = filters.events(_events(events)).filter(pl.col("tool").is_not_null())
+    return (
+        frame.group_by("agent", "tool")
+        .agg(
+            pl.len().alias("calls"),
+            pl.col("tool_success").mean().alias("success_rate"),
+            pl.col("tool_duration_ms").quantile(0.5, "linear").alias("duration_p50_ms"),
+            pl.col("tool_duration_ms").quantile(0.95, "linear").alias("duration_p95_ms"),
+        )
+        .sort(["calls", "agent", "tool"], descending=[True, False, False])
+        .to_dicts()
+    )
+
+
+def errors(
+    events: Iterable[pl.DataFrame], filters: Filters, query: Mapping[str, str]
+) -> dict[str, Any]:
+    """Failed model requests: counted by agent, status and model, and the most recent ones
+    (``limit``, 50 by default) with their message."""
+    limit = _limit(query.get("limit")) or 50
+    frame = filters.events(_events(events)).filter(pl.col("is_error"))
+    counts = (
+        frame.group_by("agent", "error_status", "model")
+        .agg(pl.len().alias("errors"))
+        .sort(
+            ["errors", "agent", "error_status", "model"],
+            descending=[True, False, False, False],
+            nulls_last=True,
+        )
+    )
+    recent = frame.sort("time", descending=True).head(limit)
+    recent = recent.select(
+        pl.from_epoch("time", time_unit="ns").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").alias("time"),
+        "agent", "user", "session", "model",
+        pl.col("error_status").alias("status"), pl.col("error_message").alias("message"),
+    )  # fmt: skip
+    return {"by_status": counts.to_dicts(), "recent": recent.to_dicts()}

@@ -88,19 +88,40 @@ function latencyByModel(rows) {
 }
 
 const tables = {};
-function fillSessions(rows) {
-  tables.sessions = rows;
-  const body = document.querySelector("#sessions tbody");
+function fillTable(id, rows, cells) {
+  tables[id] = rows;
+  const body = document.querySelector(`#${id} tbody`);
   body.replaceChildren(...rows.map((r) => {
     const tr = document.createElement("tr");
-    const cost = r.reported_cost_usd === null ? "–" : r.reported_cost_usd.toFixed(4);
-    for (const text of [r.session, r.session_user ?? "–", (r.models || []).join(", "), r.calls, number.format(r.total_tokens), cost]) {
+    for (const text of cells(r)) {
       const td = document.createElement("td");
-      td.textContent = text;
+      td.textContent = text === null || text === undefined ? "–" : text;
       tr.append(td);
     }
     return tr;
   }));
+}
+
+const fixed = (digits) => (v) => (v === null || v === undefined ? null : v.toFixed(digits));
+function fillSessions(rows) {
+  fillTable("sessions", rows, (r) => [r.session, r.session_user, (r.models || []).join(", "), r.calls,
+    number.format(r.total_tokens), fixed(4)(r.reported_cost_usd)]);
+}
+function fillTools(rows) {
+  fillTable("tools", rows, (r) => [r.agent, r.tool, r.calls,
+    r.success_rate === null ? null : (100 * r.success_rate).toFixed(0) + " %",
+    fixed(0)(r.duration_p50_ms), fixed(0)(r.duration_p95_ms)]);
+}
+function fillErrors(rows) {
+  fillTable("errors", rows, (r) => [r.time, r.agent, r.user, r.model, r.status, r.message]);
+}
+
+function errorsByStatus(rows) {
+  const statuses = [...new Set(rows.map((r) => String(r.error_status ?? "none")))];
+  return statuses.map((status) => {
+    const mine = rows.filter((r) => String(r.error_status ?? "none") === status);
+    return { type: "bar", name: status, x: mine.map((r) => r.model ?? "(unknown)"), y: mine.map((r) => r.errors) };
+  });
 }
 
 function csv(rows) {
@@ -167,9 +188,9 @@ async function refresh() {
   problem.hidden = true;
   if (!(await signedIn())) return;
   try {
-    const [tiles, options, byDayUser, byModel, sessions] = await Promise.all([
+    const [tiles, options, byDayUser, byModel, sessions, tools, errors] = await Promise.all([
       get("tiles"), get("options"), get("calls", { by: "day,user" }), get("calls", { by: "model" }),
-      get("calls", { by: "session", limit: "10" }),
+      get("calls", { by: "session", limit: "10" }), get("tools"), get("errors", { limit: "20" }),
     ]);
     document.getElementById("login").hidden = true;
     document.getElementById("content").hidden = false;
@@ -182,7 +203,10 @@ async function refresh() {
     plot("tokens-by-model", tokensByModel(byModel.rows));
     plot("token-mix", tokenMix(t));
     plot("latency-by-model", latencyByModel(byModel.rows), "group");
+    plot("errors-by-status", errorsByStatus(errors.by_status));
     fillSessions(sessions.rows);
+    fillTools(tools.rows);
+    fillErrors(errors.recent);
     document.body.dataset.state = "ready";
   } catch (error) {
     if (error.login) {

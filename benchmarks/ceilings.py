@@ -43,48 +43,42 @@ def parse_only(requests: list[Request], seconds: float) -> float:
     return _rate(records, lambda: [cls.FromString(b) for cls, b in bodies], seconds)
 
 
+def _decoding(
+    requests: list[Request],
+    seconds: float,
+    body: Callable[[Request], bytes],
+    decode: Callable[[Any, bytes], Any],
+) -> float:
+    """Records per second of ``decode`` and flatten of each request's ``body``."""
+    bodies = [(_signal(r), body(r)) for r in requests]
+    records = sum(r.records for r in requests)
+    return _rate(records, lambda: [flatten_request(s, decode(s, b)) for s, b in bodies], seconds)
+
+
+def _protobuf(r: Request) -> bytes:
+    return r.message.SerializeToString()
+
+
 def decode_flatten(requests: list[Request], seconds: float) -> float:
     """The collector's own decode (collector.codec) and flatten of each body: the native core
     where it is built."""
-    bodies = [(_signal(r), r.message.SerializeToString()) for r in requests]
-    records = sum(r.records for r in requests)
-    return _rate(
-        records,
-        lambda: [flatten_request(s, decode_request(s, b, PROTOBUF)) for s, b in bodies],
-        seconds,
-    )
+    return _decoding(requests, seconds, _protobuf, lambda s, b: decode_request(s, b, PROTOBUF))
 
 
 def decode_flatten_python(requests: list[Request], seconds: float) -> float:
     """The same with the pure-Python fallback: the wire classes and the Python flatteners."""
-    bodies = [(_signal(r), r.message.SerializeToString()) for r in requests]
-    records = sum(r.records for r in requests)
-    return _rate(
-        records,
-        lambda: [flatten_request(s, s.decode_wire(b)) for s, b in bodies],
-        seconds,
-    )
+    return _decoding(requests, seconds, _protobuf, lambda s, b: s.decode_wire(b))
 
 
 def json_decode_flatten(requests: list[Request], seconds: float) -> float:
     """decode_flatten of the same requests sent as OTLP/JSON: the native core where built."""
-    bodies = [(_signal(r), r.otlp_json()) for r in requests]
-    records = sum(r.records for r in requests)
-    return _rate(
-        records,
-        lambda: [flatten_request(s, decode_request(s, b, JSON)) for s, b in bodies],
-        seconds,
-    )
+    return _decoding(requests, seconds, Request.otlp_json, lambda s, b: decode_request(s, b, JSON))
 
 
 def json_decode_flatten_python(requests: list[Request], seconds: float) -> float:
     """The same with the pure-Python reading (json.loads, collector.otlpjson, flatteners)."""
-    bodies = [(_signal(r), r.otlp_json()) for r in requests]
-    records = sum(r.records for r in requests)
-    return _rate(
-        records,
-        lambda: [flatten_request(s, s.decode_json(b, native=False)) for s, b in bodies],
-        seconds,
+    return _decoding(
+        requests, seconds, Request.otlp_json, lambda s, b: s.decode_json(b, native=False)
     )
 
 

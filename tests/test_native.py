@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -53,26 +54,24 @@ def _ipc(batch: pa.RecordBatch) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _outcome(signal: Signal, body: bytes, limits: Limits, engine: str) -> tuple[Any, ...]:
-    """What the collector makes of the request: its rows as Arrow IPC and its counts, or the
-    stage and message of its refusal."""
+def outcome(
+    signal: Signal,
+    decode: Callable[[], Any],
+    limits: Limits,
+    undecodable: tuple[type[Exception], ...] = (DecodeError,),
+) -> tuple[Any, ...]:
+    """What the collector makes of a request that ``decode`` decodes: its rows as Arrow IPC
+    and its counts, or the stage and message of its refusal."""
     try:
-        if engine == "native":
-            request: Any = signal.decode_protobuf(body, limits)
-        else:
-            request = signal.decode_wire(body)
-    except DecodeError as e:
+        request = decode()
+    except undecodable as e:
         return ("undecodable", str(e))
-    if engine == "native":
-        assert isinstance(request, native.Decoded)
-        count = request.records
-    else:
-        count = signal.count(request)
+    count = signal.count(request)
     try:
         flat = flatten_request(signal, request, limits)
     except InvalidArgument as e:
         return ("refused", count, e.message)
-    if engine == "native":
+    if isinstance(request, native.Decoded):
         flat.batch.validate(full=True)
     return (
         "stored",
@@ -83,6 +82,12 @@ def _outcome(signal: Signal, body: bytes, limits: Limits, engine: str) -> tuple[
         flat.truncated_values,
         flat.dropped_attributes,
     )
+
+
+def _outcome(signal: Signal, body: bytes, limits: Limits, engine: str) -> tuple[Any, ...]:
+    if engine == "native":
+        return outcome(signal, lambda: signal.decode_protobuf(body, limits), limits)
+    return outcome(signal, lambda: signal.decode_wire(body), limits)
 
 
 def assert_same(signal: Signal, body: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, ...]:

@@ -17,50 +17,28 @@ import json
 import random
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from google.protobuf.message import Message
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.errors import InvalidArgument
 from collector.flatten import DEFAULT_LIMITS, Limits, native
-from collector.pipeline import flatten_request
 from collector.signals import LOGS, METRICS, SIGNALS, SPANS, Signal
 from tests.conftest import CAPTURES
 from tests.test_json_equivalence import metric_requests, span_requests, to_otlp_json
-from tests.test_native import FUZZ, LIMITS, log_requests
+from tests.test_native import FUZZ, LIMITS, log_requests, outcome
 
 pytestmark = pytest.mark.skipif(
     native.ENGINE != "native", reason=f"native core not loaded: {native.FALLBACK_REASON}"
 )
 
 
-def _ipc(batch: pa.RecordBatch) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
-
-
 def _outcome(signal: Signal, body: bytes, limits: Limits, native_core: bool) -> tuple[Any, ...]:
-    try:
-        request = signal.decode_json(body, limits, native=native_core)
-    except (ValueError, TypeError, RecursionError) as e:  # what codec turns into a 400
-        return ("undecodable", str(e))
-    count = signal.count(request)
-    try:
-        flat = flatten_request(signal, request, limits)
-    except InvalidArgument as e:
-        return ("refused", count, e.message)
-    return (
-        "stored",
-        count,
-        _ipc(flat.batch),
-        flat.rejected,
-        flat.error,
-        flat.truncated_values,
-        flat.dropped_attributes,
+    return outcome(
+        signal,
+        lambda: signal.decode_json(body, limits, native=native_core),
+        limits,
+        (ValueError, TypeError, RecursionError),  # what codec turns into a 400
     )
 
 

@@ -232,7 +232,7 @@ def _health(args: argparse.Namespace) -> int:
 
 
 DASHBOARD_SETTINGS = frozenset(
-    {"warehouse", "storage_option", "http", "tokens_file", "allow_unauthenticated",
+    {"warehouse", "storage_option", "http", "tokens_file", "allow_unauthenticated", "prices",
      "log_format", "log_level"}
 )  # fmt: skip
 
@@ -246,7 +246,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     if config.http is None:
         raise ConfigError("--http off: the dashboard has nothing to listen on")
     app = web.Application()
-    Dashboard(config.location, Authenticator(config.tokens_file)).install(app)
+    Dashboard(config.location, Authenticator(config.tokens_file), config.price_list).install(app)
     log = structlog.get_logger("collector.dashboard")
     log.info("dashboard started", http=str(config.http), warehouse=str(config.location))
     web.run_app(app, host=config.http.host, port=config.http.port, access_log=None, print=None)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector.prices import Prices, PricesError
 from collector.schema import schemas_by_suffix
 from collector.storage import Warehouse
 from collector.tables import InvalidTableName, TableName
@@ -343,8 +344,15 @@ class Config:
     dashboard: bool = _setting(
         True,
         _boolean,
-        "on: serve the usage dashboard's API at /dashboard/api/ (read: grants, or loopback)",
+        "on: serve the usage dashboard at /dashboard (read: grants, or loopback)",
         "on|off",
+    )
+    prices: Path | None = _setting(
+        None,
+        _optional_path,
+        "TOML file mapping endpoint names to models ([models]) and overriding prices per "
+        "million tokens ([price.NAME]), for estimated costs",
+        "FILE",
     )
     maintenance: bool = _setting(
         True,
@@ -419,6 +427,7 @@ class Config:
         """Refuse settings that would run insecurely or cannot work together; ``serving``:
         for ``serve``, which keeps a WAL (``maintain`` keeps none)."""
         self.location  # noqa: B018 (raises on a warehouse it cannot use)
+        self.price_list  # noqa: B018 (raises on a prices file it cannot read)
         if serving and self.durability == "wal":
             self.wal_directory  # noqa: B018 (raises when a remote warehouse has no --wal-dir)
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -451,6 +460,15 @@ class Config:
             return self.location.probe()
         except ValueError as e:
             raise ConfigError(f"--warehouse: {e}") from None
+
+    @functools.cached_property
+    def price_list(self) -> Prices:
+        """The prices for estimated costs (genai-prices' with --prices' mapping and
+        overrides); ConfigError saying what is wrong with the file."""
+        try:
+            return Prices.load(self.prices)
+        except PricesError as e:
+            raise ConfigError(f"--prices: {e}") from None
 
     @functools.cached_property
     def location(self) -> Warehouse:

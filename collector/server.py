@@ -157,7 +157,9 @@ class Collector:
         if self.config.http is not None:
             app = build_app(self.pipeline, self.config.max_request_bytes, self.config.read_timeout)
             if self.config.dashboard:
-                Dashboard(self.config.location, self.pipeline.auth).install(app)
+                Dashboard(self.config.location, self.pipeline.auth, self.config.price_list).install(
+                    app
+                )
             if self.config.proxy_config is not None:
                 await install_proxy(
                     app, self.pipeline, self.config.proxy_config, self.config.read_timeout

@@ -178,6 +178,7 @@ def test_setting_names() -> None:
         "max_header_bytes",
         "workers",
         "dashboard",
+        "prices",
         "maintenance",
         "target_file_size",
         "compact_min_age",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from genai_prices import Usage, calc_price
 from opentelemetry._logs import LogRecord
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -36,6 +37,25 @@ USERS = ("ana@example.com", "ben@example.com", "chen@example.com")
 MODELS = ("claude-opus-4-6", "claude-haiku-4-5")
 T0 = 1_796_119_200_000_000_000  # 2026-12-01T10:00:00Z, ns
 SDK_CALLS = 60
+FINETUNE = "databricks-my-finetune"  # an endpoint the prices file prices
+
+
+def _estimate(model: str, input_: int, output: int, cache_read: int, cache_write: int) -> float:
+    """What the test expects a call of ``model`` to cost: genai-prices' data, or the prices
+    file's price."""
+    if model == FINETUNE:
+        return (input_ * 2.0 + output * 10.0 + cache_read * 0.5 + cache_write * 2.0) / 1e6
+    ref = {"databricks-gpt-5-2": "gpt-5.2"}.get(model, model)
+    usage = Usage(
+        input_tokens=input_ + cache_read + cache_write,
+        output_tokens=output,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
+    return float(calc_price(usage, model_ref=ref).total_price)
+
+
+_PRICED = {"databricks-gpt-5-2", "gemini-2.5-flash", FINETUNE}
 
 
 def _headers(table: str, token: str) -> dict[str, str]:
@@ -116,8 +136,8 @@ def _export_logs(
 
 def _sdk_other_agents(proc: CollectorProcess, token: str) -> None:
     """Gemini CLI's tool calls and API errors, and Codex's failed requests, as they send them."""
-    for service, table, events in [
-        ("gemini-cli", "main.agents.gsdk_otel_logs", [
+    for service, session, table, events in [
+        ("gemini-cli", "session.id", "main.agents.gsdk_otel_logs", [
             ("gemini_cli.tool_call", {"function_name": "read_file", "success": True,
                                       "duration_ms": 12}),
             ("gemini_cli.tool_call", {"function_name": "read_file", "success": False,
@@ -127,12 +147,18 @@ def _sdk_other_agents(proc: CollectorProcess, token: str) -> None:
             ("gemini_cli.api_error", {"model": "gemini-2.5-pro", "status_code": 503,
                                       "error": "overloaded", "duration_ms": 80}),
         ]),
-        ("codex_cli_rs", "main.agents.xsdk_otel_logs", [
+        ("codex_cli_rs", "conversation.id", "main.agents.xsdk_otel_logs", [
             ("codex.api_request", {"model": "gpt-5", "http.response.status_code": 200,
                                    "duration_ms": 300}),
             ("codex.api_request", {"model": "gpt-5", "http.response.status_code": 500,
                                    "error.message": "internal error", "duration_ms": 20}),
             ("codex.tool_result", {"tool_name": "shell", "success": "true", "duration_ms": 41}),
+            # calls of models priced by the prices file, and of one nobody prices
+            ("codex.sse_event", {"event.kind": "response.completed", "model": FINETUNE,
+                                 "input_token_count": 1000, "cached_token_count": 200,
+                                 "output_token_count": 300}),
+            ("codex.sse_event", {"event.kind": "response.completed", "model": "mystery-model",
+                                 "input_token_count": 50, "output_token_count": 5}),
         ]),
     ]:  # fmt: skip
         memory = InMemoryLogRecordExporter()
@@ -144,7 +170,7 @@ def _sdk_other_agents(proc: CollectorProcess, token: str) -> None:
                 LogRecord(
                     timestamp=T0 + 10**12 * (i + 1),
                     body=name,
-                    attributes={"event.name": name, "session.id": f"{service}-1", **attributes},
+                    attributes={"event.name": name, session: f"{service}-1", **attributes},
                 )
             )
         _export_logs(proc, table, token, memory)
@@ -195,7 +221,12 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CollectorPro
         "other": add_token(tokens_file, "other", "read:main.other.*"),
         "caller": add_token(tokens_file, "caller", "endpoint:*"),
     }
-    proc = CollectorProcess(root / "wh", "--tokens-file", str(tokens_file))
+    prices = root / "prices.toml"
+    prices.write_text(
+        f'[price."{FINETUNE}"]\ninput = 2.0\noutput = 10.0\ncache_read = 0.5\n'
+        '[models]\n"databricks-gpt-5-2" = "openai/gpt-5.2"\n'
+    )
+    proc = CollectorProcess(root / "wh", "--tokens-file", str(tokens_file), "--prices", str(prices))
     auth = {"Authorization": f"Bearer {tokens['writer']}"}
     for table, (capture, _) in TABLES.items():
         signal = "logs" if "_logs" in table else "metrics"
@@ -215,7 +246,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CollectorPro
         wait_for_rows(proc.table_path(table), rows)
     wait_for_rows(proc.table_path("main.agents.sdk_otel_logs"), 3 * SDK_CALLS + 9)
     wait_for_rows(proc.table_path("main.agents.gsdk_otel_logs"), 4)
-    wait_for_rows(proc.table_path("main.agents.xsdk_otel_logs"), 3)
+    wait_for_rows(proc.table_path("main.agents.xsdk_otel_logs"), 5)
     wait_for_rows(proc.table_path("main.agents.sdk_otel_metrics"), 11)
     yield proc, tokens
     proc.stop()
@@ -337,6 +368,11 @@ def _expected(proc: CollectorProcess, schemas: str, where: str = "TRUE") -> dict
             "sum(cost) FILTER (WHERE is_call) FROM f"
         ).fetchone()
         assert row is not None
+        unreported = con.execute(
+            f"WITH e AS ({events}) SELECT model, coalesce(input, 0), coalesce(output, 0), "
+            "coalesce(cache_read, 0), coalesce(cache_creation, 0) FROM e "
+            f"WHERE is_call AND cost IS NULL AND {where}"
+        ).fetchall()
         metrics = sorted(root.glob(f"{schemas}/*_otel_metrics"))
         figures = {k: 0.0 for k in ("lines_added", "lines_removed", "commits", "pull_requests",
                                     "active_time_s")}  # fmt: skip
@@ -369,6 +405,8 @@ def _expected(proc: CollectorProcess, schemas: str, where: str = "TRUE") -> dict
         con.close()
     users, sessions, calls, input_, output, cache_read, cache_creation, cost = row
     prompt = input_ + cache_read + cache_creation
+    estimates = [_estimate(*c) for c in unreported if c[0] in _PRICED]
+    estimated = sum(estimates) if estimates else None
     return {
         "active_users": users,
         "sessions": sessions,
@@ -381,18 +419,22 @@ def _expected(proc: CollectorProcess, schemas: str, where: str = "TRUE") -> dict
         },
         "cache_hit_ratio": cache_read / prompt if prompt else None,
         "reported_cost_usd": cost,
+        "estimated_cost_usd": estimated,
+        "cost_usd": None if cost is None and estimated is None else (cost or 0) + (estimated or 0),
+        "unpriced_calls": len(unreported) - len(estimates),
         **figures,
     }
 
 
 def _assert_tiles(got: dict[str, Any], want: dict[str, Any]) -> None:
-    for key in ("reported_cost_usd", "cache_hit_ratio", "active_time_s"):
+    for key in ("reported_cost_usd", "estimated_cost_usd", "cost_usd", "cache_hit_ratio",
+                "active_time_s"):  # fmt: skip
         if want[key] is None:
             assert got[key] is None, key
         else:
             assert got[key] == pytest.approx(want[key], rel=1e-9), key
     plain = {k: v for k, v in want.items() if k not in ("reported_cost_usd", "cache_hit_ratio",
-             "active_time_s")}  # fmt: skip
+             "active_time_s", "estimated_cost_usd", "cost_usd")}  # fmt: skip
     assert {k: got[k] for k in plain} == plain
 
 
@@ -409,7 +451,9 @@ def test_tiles_equal_sql_over_the_same_tables(fed: tuple[CollectorProcess, dict]
     _assert_tiles(body, want)
     # The data is what the test sent: every agent's calls, the SDK's cumulative sum counted
     # by what it grew to (3), not by its points added up (4).
-    assert want["api_calls"] == 3 + 1 + 1 + SDK_CALLS  # the SDK's Codex and Gemini: no calls
+    assert want["api_calls"] == 3 + 1 + 1 + SDK_CALLS + 2
+    assert body["unpriced_calls"] == 1  # the mystery model: no price, no made-up one
+    assert body["estimated_cost_usd"] > 0 and body["cost_usd"] > body["reported_cost_usd"]
     assert body["pull_requests"] == 3
     assert body["commits"] == 6 and body["lines_added"] == 3 + 3 * 120 + 7
 
@@ -474,7 +518,8 @@ def test_the_dashboard_alone_reads_a_warehouse_written_elsewhere(
     port = free_port()
     alone = subprocess.Popen(
         [sys.executable, "-m", "collector", "dashboard", "--warehouse", str(proc.warehouse),
-         "--http", f"127.0.0.1:{port}", "--log-format", "json"],
+         "--http", f"127.0.0.1:{port}", "--log-format", "json",
+         "--prices", str(Path(proc.warehouse).parent / "prices.toml")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -526,12 +571,13 @@ def test_calls_grouped_equal_sql(fed: tuple[CollectorProcess, dict], by: str) ->
     assert set(got) == set(want)
     for key, (n, i, o, cr, cc, cost, p50, p95) in want.items():
         row = got[key]
-        assert (row["calls"], row["input"], row["output"], row["cache_read"]) == (n, i, o, cr)
+        assert (row["calls"], row["input"], row["output"]) == (n, i, o)
+        assert row["cache_read"] == (cr or 0)  # no cached tokens reported: none
         assert row["cache_creation"] == (cc or 0) or (cc is None and row["cache_creation"] is None)
         for name, value in (("reported_cost_usd", cost), ("duration_p50_ms", p50),
                             ("duration_p95_ms", p95)):  # fmt: skip
             assert row[name] == (None if value is None else pytest.approx(value)), (key, name)
-    costs = [r["reported_cost_usd"] for r in body["rows"] if r["reported_cost_usd"] is not None]
+    costs = [r["cost_usd"] for r in body["rows"] if r["cost_usd"] is not None]
     if "day" not in dims:
         assert costs == sorted(costs, reverse=True)  # the costliest first
     if dims == ["session"]:
@@ -545,9 +591,9 @@ def test_options_list_what_the_range_holds(fed: tuple[CollectorProcess, dict]) -
     assert status == 200
     assert body["agent"] == ["claude-code", "codex", "gemini-cli"]
     assert set(USERS) <= set(body["user"]) and set(MODELS) <= set(body["model"])
-    late = _get(proc, "/dashboard/api/options?from=2026-12-01T11:00:00Z", tokens["reader"])[1]
-    assert late["agent"] == ["gemini-cli"]  # the rest was sent before 11:00
-    assert "gemini-2.5-pro" in late["model"] and MODELS[0] not in late["model"]
+    late = _get(proc, "/dashboard/api/options?from=2026-12-01T11:30:00Z", tokens["reader"])[1]
+    assert late["agent"] == ["gemini-cli"]  # its capture is of the evening; the rest earlier
+    assert "gemini-2.5-flash" in late["model"] and MODELS[0] not in late["model"]
 
 
 # --- the page, in a real browser ------------------------------------------------------------
@@ -560,7 +606,8 @@ _CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-_TILES = ("active_users", "sessions", "api_calls", "reported_cost_usd", "cache_hit_ratio",
+_TILES = ("active_users", "sessions", "api_calls", "cost_usd", "reported_cost_usd",
+          "estimated_cost_usd", "unpriced_calls", "cache_hit_ratio",
           "lines_added", "lines_removed", "commits", "pull_requests", "active_time_s")  # fmt: skip
 
 
@@ -620,7 +667,7 @@ def test_the_page_in_a_browser_shows_what_the_api_says(
             per_day = _get(proc, "/dashboard/api/calls?by=day,user", tokens["reader"])[1]["rows"]
             bars = json.loads(page.get_attribute("#cost-per-user-day", "data-traces") or "[]")
             assert sum(sum(t["y"]) for t in bars) == pytest.approx(
-                sum(r["reported_cost_usd"] or 0 for r in per_day)
+                sum(r["cost_usd"] or 0 for r in per_day)
             )
             top = _get(proc, "/dashboard/api/calls?by=session&limit=10", tokens["reader"])[1]
             first_row = page.inner_text("#sessions tbody tr:first-child td:first-child")

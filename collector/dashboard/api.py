@@ -29,6 +29,7 @@ from collector.dashboard.figures import (
     tools,
 )
 from collector.errors import ExportError, PermissionDenied
+from collector.prices import Prices
 from collector.storage import Warehouse
 from collector.tables import TableName
 
@@ -51,9 +52,12 @@ def _loopback(remote: str | None) -> bool:
 class Dashboard:
     """The dashboard of a warehouse, read-only: its tables as the reader may see them."""
 
-    def __init__(self, warehouse: Warehouse, auth: Authenticator) -> None:
+    def __init__(
+        self, warehouse: Warehouse, auth: Authenticator, prices: Prices | None = None
+    ) -> None:
         self.tables = Tables(warehouse)
         self.auth = auth
+        self.prices = prices or Prices()
 
     def install(self, app: web.Application) -> None:
         app.router.add_get("/dashboard", self._page)
@@ -131,7 +135,8 @@ class Dashboard:
 
     async def _calls(self, request: web.Request) -> web.Response:
         return await self._answer(
-            request, lambda p, f, q: {"rows": calls(self._frames(p, "_otel_logs"), f, q)}
+            request,
+            lambda p, f, q: {"rows": calls(self._frames(p, "_otel_logs"), f, q, self.prices)},
         )
 
     async def _options(self, request: web.Request) -> web.Response:
@@ -157,7 +162,7 @@ class Dashboard:
         names = [str(t) for t in self.readable(principal)]
         events = self._frames(principal, "_otel_logs")
         points = self._frames(principal, "_otel_metrics")
-        return {"tables": names, **tiles(events, points, filters)}
+        return {"tables": names, **tiles(events, points, filters, self.prices)}
 
 
 _ASSETS = {

@@ -13,6 +13,7 @@ import polars as pl
 
 from collector.dashboard.agents import AGENTS, OTHER
 from collector.dashboard.data import EVENT_COLUMNS
+from collector.prices import Prices
 
 __all__ = ["FilterError", "Filters", "tiles"]
 
@@ -155,13 +156,53 @@ def _increase(points: pl.DataFrame, filters: Filters) -> float:
     return float(delta or 0.0) + grew
 
 
+_TOKENS = ("input", "output", "cache_read", "cache_creation")
+
+
+def priced(calls: pl.DataFrame, prices: Prices) -> pl.DataFrame:
+    """The calls with ``estimated_cost_usd`` where the agent reported no cost (tokens times
+    the prices of the model the call names; null for a model no price is known of) and
+    ``cost_usd``, the reported cost or else the estimate."""
+    models = calls["model"].drop_nulls().unique().to_list()
+    known = {m: p for m in models if (p := prices.price(m)) is not None}
+    table = pl.DataFrame(
+        {
+            "model": list(known),
+            **{f"_price_{k}": [getattr(p, a) for p in known.values()] for k, a in
+               zip(_TOKENS, ("input", "output", "cache_read", "cache_write"), strict=True)},
+        },
+        schema={"model": pl.String, **{f"_price_{k}": pl.Float64 for k in _TOKENS}},
+    )  # fmt: skip
+    joined = calls.join(table, on="model", how="left")
+    estimate = sum(pl.col(k).fill_null(0) * pl.col(f"_price_{k}") for k in _TOKENS) / 1e6
+    reported = pl.col("reported_cost_usd")
+    return (
+        joined.with_columns(
+            pl.when(reported.is_null()).then(estimate).alias("estimated_cost_usd"),
+        )
+        .with_columns(
+            pl.coalesce([reported, pl.col("estimated_cost_usd")]).alias("cost_usd"),
+        )
+        .drop([f"_price_{k}" for k in _TOKENS])
+    )
+
+
+def _total(column: str) -> pl.Expr:
+    """A sum that is null when nothing was there to add (no figure, not zero)."""
+    values = pl.col(column)
+    return pl.when(values.is_not_null().any()).then(values.sum()).otherwise(None)
+
+
 def tiles(
-    events: Iterable[pl.DataFrame], points: Iterable[pl.DataFrame], filters: Filters
+    events: Iterable[pl.DataFrame],
+    points: Iterable[pl.DataFrame],
+    filters: Filters,
+    prices: Prices | None = None,
 ) -> dict[str, Any]:
-    """The headline figures: adoption, calls, tokens, the cost agents report, productivity."""
+    """The headline figures: adoption, calls, tokens, cost (reported, estimated), productivity."""
     frame = filters.events(_events(events))
     people = _events([frame]).filter(pl.col("user").is_not_null())
-    calls = frame.filter(pl.col("is_call"))
+    calls = priced(frame.filter(pl.col("is_call")), prices or Prices())
     tokens = {
         k: int(calls[k].sum() or 0) for k in ("input", "output", "cache_read", "cache_creation")
     }
@@ -187,7 +228,10 @@ def tiles(
         "api_calls": calls.height,
         "tokens": tokens,
         "cache_hit_ratio": tokens["cache_read"] / prompt if prompt else None,
-        "reported_cost_usd": calls.select(_reported_cost()).item(),
+        "cost_usd": calls.select(_total("cost_usd")).item(),
+        "reported_cost_usd": calls.select(_total("reported_cost_usd")).item(),
+        "estimated_cost_usd": calls.select(_total("estimated_cost_usd")).item(),
+        "unpriced_calls": calls.filter(pl.col("cost_usd").is_null()).height,
         "lines_added": productivity["lines_added"],
         "lines_removed": productivity["lines_removed"],
         "commits": productivity["commits"],
@@ -197,13 +241,6 @@ def tiles(
 
 
 DIMENSIONS = ("day", "agent", "user", "model", "session")
-
-
-def _reported_cost() -> pl.Expr:
-    """The cost agents reported, or null where no call did (Codex and Gemini CLI report
-    none: that is no figure, not zero)."""
-    cost = pl.col("reported_cost_usd")
-    return pl.when(cost.is_not_null().any()).then(cost.sum()).otherwise(None)
 
 
 def _dimensions(text: str | None) -> list[str]:
@@ -231,21 +268,27 @@ def _day(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def calls(
-    events: Iterable[pl.DataFrame], filters: Filters, query: Mapping[str, str]
+    events: Iterable[pl.DataFrame],
+    filters: Filters,
+    query: Mapping[str, str],
+    prices: Prices | None = None,
 ) -> list[dict[str, Any]]:
     """Model calls grouped ``by`` (query: day, agent, user, model, session): their count,
-    tokens, reported cost, and duration p50 / p95 (linear interpolation); ordered by cost,
-    then tokens, largest first, or by day; ``limit`` rows at most."""
+    tokens, cost (reported, estimated, and the two together), and duration p50 / p95 (linear
+    interpolation); ordered by cost, then tokens, largest first, or by day; ``limit`` rows."""
     by = _dimensions(query.get("by"))
     limit = _limit(query.get("limit"))
-    frame = _day(filters.events(_events(events)).filter(pl.col("is_call")))
+    frame = filters.events(_events(events)).filter(pl.col("is_call"))
+    frame = _day(priced(frame, prices or Prices()))
     total = sum(pl.col(k).fill_null(0) for k in ("input", "output", "cache_read",
                                                   "cache_creation"))  # fmt: skip
     aggregates = [
         pl.len().alias("calls"),
         *(pl.col(k).sum().alias(k) for k in ("input", "output", "cache_read", "cache_creation")),
         total.sum().alias("total_tokens"),
-        _reported_cost().alias("reported_cost_usd"),
+        _total("cost_usd").alias("cost_usd"),
+        _total("reported_cost_usd").alias("reported_cost_usd"),
+        _total("estimated_cost_usd").alias("estimated_cost_usd"),
         pl.col("duration_ms").quantile(0.5, "linear").alias("duration_p50_ms"),
         pl.col("duration_ms").quantile(0.95, "linear").alias("duration_p95_ms"),
     ]
@@ -257,7 +300,7 @@ def calls(
     grouped = frame.group_by(by).agg(aggregates) if by else frame.select(aggregates)
     order = ["day"] if "day" in by else []
     grouped = grouped.sort(
-        [*order, "reported_cost_usd", "total_tokens", *[d for d in by if d != "day"]],
+        [*order, "cost_usd", "total_tokens", *[d for d in by if d != "day"]],
         descending=[False] * len(order) + [True, True] + [False] * (len(by) - len(order)),
         nulls_last=True,
     )

@@ -31,6 +31,9 @@ async function get(path, extra) {
 }
 
 const number = new Intl.NumberFormat("en-US");
+function money(usd) {
+  return usd.toFixed(usd >= 100 ? 0 : usd >= 1 ? 2 : 4);
+}
 function duration(seconds) {
   if (seconds >= 3600) return (seconds / 3600).toFixed(1) + " h";
   if (seconds >= 60) return (seconds / 60).toFixed(1) + " min";
@@ -39,7 +42,7 @@ function duration(seconds) {
 function show(name, value) {
   const cell = document.querySelector(`[data-tile="${name}"]`);
   if (value === null || value === undefined) cell.textContent = "–";
-  else if (name === "reported_cost_usd") cell.textContent = value.toFixed(2);
+  else if (name.endsWith("cost_usd")) cell.textContent = money(value);
   else if (name === "cache_hit_ratio") cell.textContent = (100 * value).toFixed(1) + " %";
   else if (name === "active_time_s") cell.textContent = duration(value);
   else cell.textContent = number.format(value);
@@ -65,7 +68,7 @@ function costPerUserDay(rows) {
   const users = [...new Set(rows.map((r) => r.user ?? "(unknown)"))];
   return users.map((user) => {
     const mine = rows.filter((r) => (r.user ?? "(unknown)") === user);
-    return { type: "bar", name: user, x: mine.map((r) => r.day), y: mine.map((r) => r.reported_cost_usd ?? 0) };
+    return { type: "bar", name: user, x: mine.map((r) => r.day), y: mine.map((r) => r.cost_usd ?? 0) };
   });
 }
 
@@ -105,7 +108,7 @@ function fillTable(id, rows, cells) {
 const fixed = (digits) => (v) => (v === null || v === undefined ? null : v.toFixed(digits));
 function fillSessions(rows) {
   fillTable("sessions", rows, (r) => [r.session, r.session_user, (r.models || []).join(", "), r.calls,
-    number.format(r.total_tokens), fixed(4)(r.reported_cost_usd)]);
+    number.format(r.total_tokens), fixed(4)(r.cost_usd), fixed(4)(r.estimated_cost_usd)]);
 }
 function fillTools(rows) {
   fillTable("tools", rows, (r) => [r.agent, r.tool, r.calls,

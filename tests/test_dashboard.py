@@ -185,6 +185,13 @@ def _sdk_metrics(proc: CollectorProcess, table: str, token: str) -> None:
     meter = MeterProvider(metric_readers=[delta], resource=resource).get_meter("claude")
     lines = meter.create_counter("claude_code.lines_of_code.count")
     commits = meter.create_counter("claude_code.commit.count")
+    decisions = meter.create_counter("claude_code.code_edit_tool.decision")
+    for i, (tool, language, decision) in enumerate(
+        [("Edit", "Python", "accept")] * 5 + [("Edit", "Python", "reject")] * 2
+        + [("Write", "TypeScript", "accept")] * 3 + [("Edit", "TypeScript", "reject")]
+    ):  # fmt: skip
+        decisions.add(1, {"tool_name": tool, "language": language, "decision": decision,
+                          "user.email": USERS[i % 3]})  # fmt: skip
     for user in USERS:
         lines.add(120, {"type": "added", "user.email": user, "model": MODELS[0]})
         lines.add(30, {"type": "removed", "user.email": user, "model": MODELS[0]})
@@ -247,7 +254,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CollectorPro
     wait_for_rows(proc.table_path("main.agents.sdk_otel_logs"), 3 * SDK_CALLS + 9)
     wait_for_rows(proc.table_path("main.agents.gsdk_otel_logs"), 4)
     wait_for_rows(proc.table_path("main.agents.xsdk_otel_logs"), 5)
-    wait_for_rows(proc.table_path("main.agents.sdk_otel_metrics"), 11)
+    wait_for_rows(proc.table_path("main.agents.sdk_otel_metrics"), 11 + 7)
     yield proc, tokens
     proc.stop()
 
@@ -687,6 +694,14 @@ def test_the_page_in_a_browser_shows_what_the_api_says(
             lines = Path(download.value.path()).read_text().splitlines()
             assert lines[0] == "agent,tool,calls,success_rate,duration_p50_ms,duration_p95_ms"
             assert len(lines) == 1 + len(tools)
+            days = _get(proc, "/dashboard/api/productivity", tokens["reader"])[1]["rows"]
+            lines = json.loads(page.get_attribute("#lines-per-day", "data-traces") or "[]")
+            assert lines[0]["x"] == [r["day"] for r in days]
+            assert lines[0]["y"] == [r["lines_added"] for r in days]
+            decided = _get(proc, "/dashboard/api/edits", tokens["reader"])[1]["rows"]
+            first = page.locator("#edits tbody tr:first-child td").all_inner_texts()
+            assert first[:4] == [decided[0]["tool"], decided[0]["language"],
+                                 f"{decided[0]['accepted']:g}", f"{decided[0]['rejected']:g}"]  # fmt: skip
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
             if os.environ.get("DASHBOARD_SCREENSHOT"):
                 shutil.copy(tmp_path / "dashboard.png", os.environ["DASHBOARD_SCREENSHOT"])
@@ -765,3 +780,67 @@ def test_errors_by_status_and_the_recent_ones_equal_sql(
         proc, "SELECT agent, status, message FROM e WHERE is_error ORDER BY time DESC LIMIT 5"
     )
     assert [(r["agent"], r["status"], r["message"]) for r in body["recent"]] == recent
+
+
+def _points_sql(schemas: str, root: Path) -> str:
+    """The sum points of every metrics table of ``schemas`` with what each adds: a delta
+    point its value, a cumulative one its growth since the series' previous point."""
+    selects = [
+        f"SELECT name, sum.value AS value, sum.aggregation_temporality AS temporality, "
+        f"sum.time_unix_nano AS time, sum.start_time_unix_nano AS start, sum.attributes AS attrs, "
+        f"'{path.name}' AS tbl FROM delta_scan('{path}') WHERE metric_type = 'sum'"
+        for path in sorted(root.glob(f"{schemas}/*_otel_metrics"))
+    ]
+    return (
+        f"WITH p AS ({' UNION ALL '.join(selects)}) SELECT *, CASE WHEN temporality = "
+        "'AGGREGATION_TEMPORALITY_CUMULATIVE' THEN value - coalesce(lag(value) OVER (PARTITION "
+        "BY tbl, name, start, attrs ORDER BY time), 0) ELSE value END AS increment FROM p"
+    )
+
+
+def test_productivity_per_day_equals_sql(fed: tuple[CollectorProcess, dict]) -> None:
+    proc, tokens = fed
+    status, body = _get(proc, "/dashboard/api/productivity", tokens["reader"])
+    assert status == 200, body
+    con = duckdb_with_delta()
+    try:
+        rows = con.execute(
+            f"WITH i AS ({_points_sql('agents', Path(proc.warehouse) / 'main')}) "
+            "SELECT strftime(make_timestamp(time // 1000), '%Y-%m-%d') AS day, "
+            "sum(increment) FILTER (WHERE name = 'claude_code.lines_of_code.count' "
+            "AND attrs['type'] = 'added'), "
+            "sum(increment) FILTER (WHERE name = 'claude_code.pull_request.count') "
+            "FROM i GROUP BY day ORDER BY day"
+        ).fetchall()
+    finally:
+        con.close()
+    assert [(r["day"], r["lines_added"], r["pull_requests"]) for r in body["rows"]] == [
+        (day, added or 0.0, prs or 0.0) for day, added, prs in rows
+    ]
+    assert sum(r["pull_requests"] for r in body["rows"]) == 3  # cumulative: 1, then 3
+
+
+def test_edit_acceptance_by_tool_and_language_equals_sql(
+    fed: tuple[CollectorProcess, dict],
+) -> None:
+    proc, tokens = fed
+    status, body = _get(proc, "/dashboard/api/edits", tokens["reader"])
+    assert status == 200, body
+    con = duckdb_with_delta()
+    try:
+        rows = con.execute(
+            f"WITH i AS ({_points_sql('agents', Path(proc.warehouse) / 'main')}) "
+            "SELECT attrs['tool_name'], attrs['language'], "
+            "coalesce(sum(increment) FILTER (WHERE attrs['decision'] = 'accept'), 0), "
+            "coalesce(sum(increment) FILTER (WHERE attrs['decision'] = 'reject'), 0) "
+            "FROM i WHERE name = 'claude_code.code_edit_tool.decision' GROUP BY ALL"
+        ).fetchall()
+    finally:
+        con.close()
+    want = {(tool, lang): (acc, rej) for tool, lang, acc, rej in rows}
+    got = {(r["tool"], r["language"]): r for r in body["rows"]}
+    assert set(got) == set(want)
+    for key, (accepted, rejected) in want.items():
+        assert (got[key]["accepted"], got[key]["rejected"]) == (accepted, rejected)
+        assert got[key]["acceptance_rate"] == pytest.approx(accepted / (accepted + rejected))
+    assert got[("Edit", "Python")]["accepted"] == 5 and got[("Edit", "Python")]["rejected"] == 2

@@ -37,6 +37,9 @@ class Agent:
     errors: tuple[tuple[str, str, str, bool], ...] = ()
     # Productivity metrics (sums): figure → (metric name, attribute and value selecting it).
     metrics: Mapping[str, tuple[str, tuple[str, str] | None]] = field(default_factory=dict)
+    # Edit suggestions decided (a sum): the metric, and its attributes naming the tool, the
+    # language and the decision ("accept" or "reject").
+    edit_decisions: tuple[str, str, str, str] | None = None
 
 
 AGENTS: tuple[Agent, ...] = (
@@ -64,6 +67,7 @@ AGENTS: tuple[Agent, ...] = (
             "pull_requests": ("claude_code.pull_request.count", None),
             "active_time_s": ("claude_code.active_time.total", None),
         },
+        edit_decisions=("claude_code.code_edit_tool.decision", "tool_name", "language", "decision"),
     ),
     Agent(
         key="codex",

@@ -23,8 +23,10 @@ from collector.dashboard.figures import (
     FilterError,
     Filters,
     calls,
+    edits,
     errors,
     options,
+    productivity,
     tiles,
     tools,
 )
@@ -70,6 +72,8 @@ class Dashboard:
         app.router.add_get("/dashboard/api/options", self._options)
         app.router.add_get("/dashboard/api/tools", self._tools)
         app.router.add_get("/dashboard/api/errors", self._errors)
+        app.router.add_get("/dashboard/api/productivity", self._productivity)
+        app.router.add_get("/dashboard/api/edits", self._edits)
 
     async def _page(self, request: web.Request) -> web.Response:
         # The page holds no data (the API checks who reads): it is served to anyone, with a
@@ -152,6 +156,17 @@ class Dashboard:
     async def _errors(self, request: web.Request) -> web.Response:
         return await self._answer(
             request, lambda p, f, q: errors(self._frames(p, "_otel_logs"), f, q)
+        )
+
+    async def _productivity(self, request: web.Request) -> web.Response:
+        return await self._answer(
+            request,
+            lambda p, f, _: {"rows": productivity(self._frames(p, "_otel_metrics"), f)},
+        )
+
+    async def _edits(self, request: web.Request) -> web.Response:
+        return await self._answer(
+            request, lambda p, f, _: {"rows": edits(self._frames(p, "_otel_metrics"), f)}
         )
 
     def _frames(self, principal: Principal, suffix: str) -> list[Any]:

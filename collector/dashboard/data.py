@@ -128,6 +128,7 @@ def events_frame(table: str, raw: pl.DataFrame) -> pl.DataFrame:
 def metric_points(table: str, raw: pl.DataFrame) -> pl.DataFrame:
     """The sum points of the metrics the agents' productivity figures come from."""
     wanted = {name for a in AGENTS for name, _ in a.metrics.values()}
+    wanted |= {a.edit_decisions[0] for a in AGENTS if a.edit_decisions}
     sums = raw.filter(pl.col("name").is_in(sorted(wanted)) & (pl.col("metric_type") == "sum"))
     point = pl.col("sum")
     resource = pl.col("resource").struct.field("attributes")

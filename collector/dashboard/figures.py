@@ -124,36 +124,44 @@ def _metric_frame(points: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _increase(points: pl.DataFrame, filters: Filters) -> float:
-    """What a sum's points add up to within the range: delta points summed; each cumulative
-    series (same metric, attributes, resource and start) counted by how much it grew."""
-    if points.is_empty():
-        return 0.0
-    inside = points.filter(*filters._conditions(model=True))
-    delta = inside.filter(pl.col("temporality") != _CUMULATIVE)["value"].sum()
-    cumulative = points.filter(pl.col("temporality") == _CUMULATIVE)
-    grew = 0.0
-    if not cumulative.is_empty():
-        series = ["table", "name", "attributes", "resource_attributes", "start_time"]
-        latest = (
-            cumulative.filter(*filters._conditions(model=True))
-            .sort("time")
-            .group_by(series, maintain_order=True)
-            .agg(pl.col("value").last().alias("last"))
-        )
-        # A series that began before the range grew from its last value before it.
-        baseline = pl.lit(0.0)
-        if filters.since is not None:
-            earlier = (
-                cumulative.filter(pl.col("time") < filters.since)
-                .sort("time")
-                .group_by(series, maintain_order=True)
-                .agg(pl.col("value").last().alias("baseline"))
-            )
-            latest = latest.join(earlier, on=series, how="left", nulls_equal=True)
-            baseline = pl.col("baseline").fill_null(0.0)
-        grew = float(latest.select((pl.col("last") - baseline).sum()).item() or 0.0)
-    return float(delta or 0.0) + grew
+def increments(points: pl.DataFrame, filters: Filters) -> pl.DataFrame:
+    """Each point of a sum within the range, with ``increment``, what it adds: a delta point
+    its value; a cumulative one what its series (same metric, attributes, resource and start)
+    grew by since the series' previous point, before the range too, or from zero for the first
+    (and from zero again after a reset, when the value fell)."""
+    conditions = filters._conditions(model=True)
+    delta = points.filter(pl.col("temporality") != _CUMULATIVE, *conditions)
+    series = ["table", "name", "attributes", "resource_attributes", "start_time"]
+    previous = pl.col("value").shift(1).over(series, order_by="time")
+    grown = pl.col("value") - previous.fill_null(0.0)
+    cumulative = (
+        points.filter(pl.col("temporality") == _CUMULATIVE)
+        .with_columns(pl.when(grown < 0).then(pl.col("value")).otherwise(grown).alias("increment"))
+        .filter(*conditions)
+    )
+    return pl.concat(
+        [delta.with_columns(pl.col("value").alias("increment")), cumulative], how="vertical"
+    )
+
+
+def _productivity(points: Iterable[pl.DataFrame], filters: Filters) -> dict[str, pl.DataFrame]:
+    """Each productivity figure's increments, from every agent that sends it."""
+    frames = [p for p in points if not p.is_empty()]
+    metrics = _metric_frame(pl.concat(frames)) if frames else None
+    figures: dict[str, pl.DataFrame] = {}
+    for figure in ("lines_added", "lines_removed", "commits", "pull_requests", "active_time_s"):
+        parts = []
+        for agent in AGENTS:
+            spec = agent.metrics.get(figure)
+            if spec is None or metrics is None or filters.agent not in (None, agent.key):
+                continue
+            name, when = spec
+            selected = metrics.filter((pl.col("name") == name) & (pl.col("agent") == agent.key))
+            if when is not None:
+                selected = selected.filter(pl.col("attributes").map.get(when[0]) == when[1])
+            parts.append(increments(selected, filters))
+        figures[figure] = pl.concat(parts) if parts else pl.DataFrame()
+    return figures
 
 
 _TOKENS = ("input", "output", "cache_read", "cache_creation")
@@ -207,21 +215,10 @@ def tiles(
         k: int(calls[k].sum() or 0) for k in ("input", "output", "cache_read", "cache_creation")
     }
     prompt = tokens["input"] + tokens["cache_read"] + tokens["cache_creation"]
-    point_frames = [p for p in points if not p.is_empty()]
-    metrics = _metric_frame(pl.concat(point_frames)) if point_frames else None
-    productivity: dict[str, float] = {}
-    for figure in ("lines_added", "lines_removed", "commits", "pull_requests", "active_time_s"):
-        total = 0.0
-        for agent in AGENTS:
-            spec = agent.metrics.get(figure)
-            if spec is None or metrics is None or filters.agent not in (None, agent.key):
-                continue
-            name, when = spec
-            selected = metrics.filter((pl.col("name") == name) & (pl.col("agent") == agent.key))
-            if when is not None:
-                selected = selected.filter(pl.col("attributes").map.get(when[0]) == when[1])
-            total += _increase(selected, filters)
-        productivity[figure] = total
+    productivity = {
+        figure: float(frame["increment"].sum()) if frame.height else 0.0
+        for figure, frame in _productivity(points, filters).items()
+    }
     return {
         "active_users": people["user"].n_unique(),
         "sessions": frame.filter(pl.col("session").is_not_null())["session"].n_unique(),
@@ -359,3 +356,57 @@ def errors(
         pl.col("error_status").alias("status"), pl.col("error_message").alias("message"),
     )  # fmt: skip
     return {"by_status": counts.to_dicts(), "recent": recent.to_dicts()}
+
+
+def productivity(points: Iterable[pl.DataFrame], filters: Filters) -> list[dict[str, Any]]:
+    """Lines added and removed, commits, pull requests and active time, per day (UTC)."""
+    days: dict[str, dict[str, Any]] = {}
+    for figure, frame in _productivity(points, filters).items():
+        if not frame.height:
+            continue
+        per_day = _day(frame).group_by("day").agg(pl.col("increment").sum())
+        for day, value in per_day.iter_rows():
+            days.setdefault(day, {"day": day})[figure] = value
+    names = ("lines_added", "lines_removed", "commits", "pull_requests", "active_time_s")
+    return [{"day": d, **{n: days[d].get(n, 0.0) for n in names}} for d in sorted(days)]
+
+
+def edits(points: Iterable[pl.DataFrame], filters: Filters) -> list[dict[str, Any]]:
+    """Edit suggestions accepted and rejected, by tool and language, from the agents that
+    count them (Claude Code's claude_code.code_edit_tool.decision), most decided first."""
+    frames = [p for p in points if not p.is_empty()]
+    if not frames:
+        return []
+    metrics = _metric_frame(pl.concat(frames))
+    parts = []
+    for agent in AGENTS:
+        if agent.edit_decisions is None or filters.agent not in (None, agent.key):
+            continue
+        name, tool, language, decision = agent.edit_decisions
+        selected = metrics.filter((pl.col("name") == name) & (pl.col("agent") == agent.key))
+        attribute = pl.col("attributes").map.get
+        parts.append(
+            increments(selected, filters).select(
+                attribute(tool).alias("tool"),
+                attribute(language).alias("language"),
+                attribute(decision).alias("decision"),
+                "increment",
+            )
+        )
+    if not parts:
+        return []
+    frame = pl.concat(parts)
+    accepted = pl.col("increment").filter(pl.col("decision") == "accept").sum()
+    rejected = pl.col("increment").filter(pl.col("decision") == "reject").sum()
+    rows = (
+        frame.group_by("tool", "language")
+        .agg(accepted.alias("accepted"), rejected.alias("rejected"))
+        .with_columns(
+            (pl.col("accepted") / (pl.col("accepted") + pl.col("rejected"))).alias(
+                "acceptance_rate"
+            )
+        )
+        .with_columns((pl.col("accepted") + pl.col("rejected")).alias("decisions"))
+        .sort(["decisions", "tool", "language"], descending=[True, False, False], nulls_last=True)
+    )
+    return rows.drop("decisions").to_dicts()

@@ -119,6 +119,19 @@ function fillErrors(rows) {
   fillTable("errors", rows, (r) => [r.time, r.agent, r.user, r.model, r.status, r.message]);
 }
 
+function fillEdits(rows) {
+  fillTable("edits", rows, (r) => [r.tool, r.language, r.accepted, r.rejected,
+    r.acceptance_rate === null ? null : (100 * r.acceptance_rate).toFixed(0) + " %"]);
+}
+
+function linesPerDay(rows) {
+  const x = rows.map((r) => r.day);
+  return [
+    { type: "bar", name: "added", x, y: rows.map((r) => r.lines_added) },
+    { type: "bar", name: "removed", x, y: rows.map((r) => r.lines_removed) },
+  ];
+}
+
 function errorsByStatus(rows) {
   const statuses = [...new Set(rows.map((r) => String(r.error_status ?? "none")))];
   return statuses.map((status) => {
@@ -191,9 +204,10 @@ async function refresh() {
   problem.hidden = true;
   if (!(await signedIn())) return;
   try {
-    const [tiles, options, byDayUser, byModel, sessions, tools, errors] = await Promise.all([
+    const [tiles, options, byDayUser, byModel, sessions, tools, errors, days, edits] = await Promise.all([
       get("tiles"), get("options"), get("calls", { by: "day,user" }), get("calls", { by: "model" }),
       get("calls", { by: "session", limit: "10" }), get("tools"), get("errors", { limit: "20" }),
+      get("productivity"), get("edits"),
     ]);
     document.getElementById("login").hidden = true;
     document.getElementById("content").hidden = false;
@@ -210,6 +224,8 @@ async function refresh() {
     fillSessions(sessions.rows);
     fillTools(tools.rows);
     fillErrors(errors.recent);
+    plot("lines-per-day", linesPerDay(days.rows), "group");
+    fillEdits(edits.rows);
     document.body.dataset.state = "ready";
   } catch (error) {
     if (error.login) {

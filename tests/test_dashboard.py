@@ -29,6 +29,7 @@ from opentelemetry.sdk.metrics import Counter, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 
+from tests import upstream_stub as up
 from tests.conftest import CAPTURES, CollectorProcess, free_port, wait_for_rows
 from tests.readers import duckdb_with_delta
 from tests.test_security import add_token
@@ -38,6 +39,44 @@ MODELS = ("claude-opus-4-6", "claude-haiku-4-5")
 T0 = 1_796_119_200_000_000_000  # 2026-12-01T10:00:00Z, ns
 SDK_CALLS = 60
 FINETUNE = "databricks-my-finetune"  # an endpoint the prices file prices
+KEYS = {"STUB_ANTHROPIC_KEY": "sk-ant-upstream", "STUB_OPENAI_KEY": "sk-openai-upstream",
+        "STUB_GEMINI_KEY": "AIza-upstream"}  # fmt: skip
+PROXY_TOML = """
+tables = "main.agents.gw"
+
+[upstreams.anthropic]
+base_url = "{url}"
+api_key_env = "STUB_ANTHROPIC_KEY"
+
+[upstreams.openai]
+base_url = "{url}"
+api_key_env = "STUB_OPENAI_KEY"
+
+[upstreams.gemini]
+base_url = "{url}"
+api_key_env = "STUB_GEMINI_KEY"
+
+[endpoints.databricks-claude-opus-4-6]
+upstream = "anthropic"
+model = "claude-opus-4-6"
+
+[endpoints.databricks-claude-overloaded]
+upstream = "anthropic"
+model = "claude-overloaded"
+
+[endpoints.databricks-claude-limited]
+upstream = "anthropic"
+model = "claude-haiku-4-5"
+requests_per_minute = 1
+
+[endpoints.databricks-gpt-5-2]
+upstream = "openai"
+model = "gpt-5.2"
+
+[endpoints.databricks-gemini-2-5-flash]
+upstream = "gemini"
+model = "gemini-2.5-flash"
+"""
 
 
 def _estimate(model: str, input_: int, output: int, cache_read: int, cache_write: int) -> float:
@@ -233,7 +272,14 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CollectorPro
         f'[price."{FINETUNE}"]\ninput = 2.0\noutput = 10.0\ncache_read = 0.5\n'
         '[models]\n"databricks-gpt-5-2" = "openai/gpt-5.2"\n'
     )
-    proc = CollectorProcess(root / "wh", "--tokens-file", str(tokens_file), "--prices", str(prices))
+    stub = up.Stub()
+    stub.start()
+    proxy = root / "proxy.toml"
+    proxy.write_text(PROXY_TOML.format(url=stub.url))
+    proc = CollectorProcess(
+        root / "wh", "--tokens-file", str(tokens_file), "--prices", str(prices),
+        "--proxy-config", str(proxy), env=KEYS,
+    )  # fmt: skip
     auth = {"Authorization": f"Bearer {tokens['writer']}"}
     for table, (capture, _) in TABLES.items():
         signal = "logs" if "_logs" in table else "metrics"
@@ -249,14 +295,59 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CollectorPro
     _sdk_logs(proc, "main.agents.sdk_otel_logs", tokens["writer"])
     _sdk_metrics(proc, "main.agents.sdk_otel_metrics", tokens["writer"])
     _sdk_other_agents(proc, tokens["writer"])
+    _proxied_calls(proc, tokens["caller"])
     for table, (_, rows) in TABLES.items():
         wait_for_rows(proc.table_path(table), rows)
     wait_for_rows(proc.table_path("main.agents.sdk_otel_logs"), 3 * SDK_CALLS + 9)
     wait_for_rows(proc.table_path("main.agents.gsdk_otel_logs"), 4)
     wait_for_rows(proc.table_path("main.agents.xsdk_otel_logs"), 5)
     wait_for_rows(proc.table_path("main.agents.sdk_otel_metrics"), 11 + 7)
+    wait_for_rows(proc.table_path("main.agents.gw_usage"), PROXIED_CALLS)
     yield proc, tokens
     proc.stop()
+    stub.stop()
+
+
+PROXIED_CALLS = 8
+
+
+def _proxied_calls(proc: CollectorProcess, token: str) -> None:
+    """Claude Code, Codex and Gemini CLI calls through the proxy with the providers' SDKs:
+    streamed and not, an upstream that is overloaded (529), a rate limit that refuses (429)."""
+    import anthropic
+    import openai
+    from google import genai
+    from google.genai import types
+
+    claude = anthropic.Anthropic(
+        base_url=proc.url("/anthropic"), api_key=None, auth_token=token, max_retries=0,
+        default_headers={"User-Agent": "claude-cli/2.1.197 (external, cli)"},
+    )  # fmt: skip
+    message: Any = [{"role": "user", "content": "hi"}]
+    claude.messages.create(model="databricks-claude-opus-4-6", max_tokens=50, messages=message)
+    with claude.messages.stream(
+        model="databricks-claude-opus-4-6", max_tokens=50, messages=message
+    ) as stream:
+        stream.get_final_message()
+    with pytest.raises(anthropic.APIStatusError):
+        claude.messages.create(model="databricks-claude-overloaded", max_tokens=5, messages=message)
+    claude.messages.create(model="databricks-claude-limited", max_tokens=5, messages=message)
+    with pytest.raises(anthropic.RateLimitError):
+        claude.messages.create(model="databricks-claude-limited", max_tokens=5, messages=message)
+    codex = openai.OpenAI(
+        base_url=proc.url("/openai/v1"), api_key=token, max_retries=0,
+        default_headers={"User-Agent": "codex_cli_rs/0.169.0"},
+    )  # fmt: skip
+    codex.responses.create(model="databricks-gpt-5-2", input="hi")
+    codex.responses.create(model="databricks-gpt-5-2", input="again")
+    gemini = genai.Client(
+        api_key="unused",
+        http_options=types.HttpOptions(
+            base_url=proc.url("/gemini"), api_version="v1beta",
+            headers={"User-Agent": "GeminiCLI/0.61.0", "Authorization": f"Bearer {token}"},
+        ),
+    )  # fmt: skip
+    gemini.models.generate_content(model="databricks-gemini-2-5-flash", contents="salut")
 
 
 def _get(proc: CollectorProcess, path: str, token: str | None) -> tuple[int, Any]:
@@ -451,8 +542,9 @@ def test_tiles_equal_sql_over_the_same_tables(fed: tuple[CollectorProcess, dict]
     assert status == 200, body
     assert body["tables"] == [
         "main.agents.cc_otel_logs", "main.agents.cc_otel_metrics", "main.agents.codex_otel_logs",
-        "main.agents.gemini_otel_logs", "main.agents.gsdk_otel_logs", "main.agents.sdk_otel_logs",
-        "main.agents.sdk_otel_metrics", "main.agents.xsdk_otel_logs",
+        "main.agents.gemini_otel_logs", "main.agents.gsdk_otel_logs", "main.agents.gw_inference",
+        "main.agents.gw_usage", "main.agents.sdk_otel_logs", "main.agents.sdk_otel_metrics",
+        "main.agents.xsdk_otel_logs",
     ]  # fmt: skip
     want = _expected(proc, "agents")
     _assert_tiles(body, want)
@@ -540,7 +632,7 @@ def test_the_dashboard_alone_reads_a_warehouse_written_elsewhere(
             except urllib.error.URLError:
                 assert time.monotonic() < deadline and alone.poll() is None, "did not start"
                 time.sleep(0.1)
-        assert len(body["tables"]) == 9
+        assert len(body["tables"]) == 11
         _assert_tiles(body, _expected(proc, "*"))
     finally:
         alone.terminate()
@@ -702,6 +794,12 @@ def test_the_page_in_a_browser_shows_what_the_api_says(
             first = page.locator("#edits tbody tr:first-child td").all_inner_texts()
             assert first[:4] == [decided[0]["tool"], decided[0]["language"],
                                  f"{decided[0]['accepted']:g}", f"{decided[0]['rejected']:g}"]  # fmt: skip
+            gw = _get(proc, "/dashboard/api/gateway", tokens["reader"])[1]
+            statuses = json.loads(page.get_attribute("#gateway-status", "data-traces") or "[]")
+            assert sum(sum(t["y"]) for t in statuses) == sum(r["requests"] for r in gw["by_status"])
+            shown = page.locator("#endpoints tbody tr td:first-child").all_inner_texts()
+            assert shown == [r["endpoint"] for r in gw["endpoints"]]
+            assert page.locator("#refusals tbody tr").all_inner_texts() == ["caller\t1"]
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
             if os.environ.get("DASHBOARD_SCREENSHOT"):
                 shutil.copy(tmp_path / "dashboard.png", os.environ["DASHBOARD_SCREENSHOT"])
@@ -844,3 +942,55 @@ def test_edit_acceptance_by_tool_and_language_equals_sql(
         assert (got[key]["accepted"], got[key]["rejected"]) == (accepted, rejected)
         assert got[key]["acceptance_rate"] == pytest.approx(accepted / (accepted + rejected))
     assert got[("Edit", "Python")]["accepted"] == 5 and got[("Edit", "Python")]["rejected"] == 2
+
+
+def test_gateway_panels_equal_sql_over_the_usage_table(fed: tuple[CollectorProcess, dict]) -> None:
+    proc, tokens = fed
+    status, body = _get(proc, "/dashboard/api/gateway", tokens["reader"])
+    assert status == 200, body
+    path = Path(proc.warehouse) / "main" / "agents" / "gw_usage"
+    con = duckdb_with_delta()
+    try:
+        scan = f"delta_scan('{path}')"
+        by_status = con.execute(
+            "SELECT strftime(make_timestamp(request_time_unix_nano // 1000), '%Y-%m-%d'), "
+            f"status_code, count(*) FROM {scan} GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+        endpoints = con.execute(
+            "SELECT endpoint, count(*), count(*) FILTER (WHERE status_code >= 400), "
+            "quantile_cont(latency_ms, 0.5), quantile_cont(time_to_first_token_ms, 0.95), "
+            f"sum(output_tokens) FROM {scan} GROUP BY endpoint"
+        ).fetchall()
+        refusals = con.execute(
+            f"SELECT token_name, count(*) FROM {scan} WHERE status_code = 429 GROUP BY ALL"
+        ).fetchall()
+        priced = con.execute(
+            "SELECT endpoint, upstream_model, route, coalesce(input_tokens, 0), "
+            "coalesce(output_tokens, 0), coalesce(cache_read_input_tokens, 0), "
+            f"coalesce(cache_creation_input_tokens, 0) FROM {scan} "
+            "WHERE upstream_model IN ('claude-opus-4-6', 'gpt-5.2')"
+        ).fetchall()
+    finally:
+        con.close()
+    assert [(r["day"], r["status_code"], r["requests"]) for r in body["by_status"]] == by_status
+    assert {429, 529, 200} <= {r["status_code"] for r in body["by_status"]}
+    got = {r["endpoint"]: r for r in body["endpoints"]}
+    assert set(got) == {e[0] for e in endpoints}
+    for endpoint, n, failed, p50, ttft95, output in endpoints:
+        row = got[endpoint]
+        assert (row["requests"], row["errors"], row["output"]) == (n, failed, output)
+        assert row["latency_p50_ms"] == pytest.approx(p50)
+        assert row["ttft_p95_ms"] == (None if ttft95 is None else pytest.approx(ttft95))
+    assert [(r["token_name"], r["refusals"]) for r in body["refusals"]] == refusals
+    assert refusals == [("caller", 1)]
+    # Estimated cost per endpoint: the usage's tokens times genai-prices' (OpenAI counts the
+    # cached input inside the input; Anthropic does not).
+    want: dict[str, float] = {}
+    for endpoint, model, route, inp, out, read, write in priced:
+        uncached = inp - read if route == "openai" else inp
+        want[endpoint] = want.get(endpoint, 0.0) + _estimate(model, uncached, out, read, write)
+    assert set(want) == {"databricks-claude-opus-4-6", "databricks-gpt-5-2"}
+    for endpoint, cost in want.items():
+        assert got[endpoint]["estimated_cost_usd"] == pytest.approx(cost) and cost > 0
+    filtered = _get(proc, "/dashboard/api/gateway?model=databricks-gpt-5-2", tokens["reader"])[1]
+    assert [r["endpoint"] for r in filtered["endpoints"]] == ["databricks-gpt-5-2"]

@@ -25,6 +25,7 @@ from collector.dashboard.figures import (
     calls,
     edits,
     errors,
+    gateway,
     options,
     productivity,
     tiles,
@@ -74,6 +75,7 @@ class Dashboard:
         app.router.add_get("/dashboard/api/errors", self._errors)
         app.router.add_get("/dashboard/api/productivity", self._productivity)
         app.router.add_get("/dashboard/api/edits", self._edits)
+        app.router.add_get("/dashboard/api/gateway", self._gateway)
 
     async def _page(self, request: web.Request) -> web.Response:
         # The page holds no data (the API checks who reads): it is served to anyone, with a
@@ -167,6 +169,11 @@ class Dashboard:
     async def _edits(self, request: web.Request) -> web.Response:
         return await self._answer(
             request, lambda p, f, _: {"rows": edits(self._frames(p, "_otel_metrics"), f)}
+        )
+
+    async def _gateway(self, request: web.Request) -> web.Response:
+        return await self._answer(
+            request, lambda p, f, _: gateway(self._frames(p, "_usage"), f, self.prices)
         )
 
     def _frames(self, principal: Principal, suffix: str) -> list[Any]:

@@ -15,7 +15,21 @@ from collector.dashboard.agents import AGENTS, OTHER
 from collector.dashboard.data import EVENT_COLUMNS
 from collector.prices import Prices
 
-__all__ = ["FilterError", "Filters", "tiles"]
+__all__ = [
+    "DIMENSIONS",
+    "FilterError",
+    "Filters",
+    "calls",
+    "edits",
+    "errors",
+    "gateway",
+    "increments",
+    "options",
+    "priced",
+    "productivity",
+    "tiles",
+    "tools",
+]
 
 _CUMULATIVE = "AGGREGATION_TEMPORALITY_CUMULATIVE"
 
@@ -410,3 +424,72 @@ def edits(points: Iterable[pl.DataFrame], filters: Filters) -> list[dict[str, An
         .sort(["decisions", "tool", "language"], descending=[True, False, False], nulls_last=True)
     )
     return rows.drop("decisions").to_dicts()
+
+
+# The proxy's routes whose providers count cached input inside the input (usage.sql).
+_INPUT_INCLUDES_CACHE = ("openai", "cursor", "gemini")
+
+
+def gateway(
+    usage: Iterable[pl.DataFrame], filters: Filters, prices: Prices | None = None
+) -> dict[str, Any]:
+    """The proxy's calls, from its usage tables: requests by status per day, tokens per token
+    name per day, latency and time to first token by endpoint (with errors and estimated
+    cost), and the rate-limit refusals (429) per token name. The filters read the usage
+    columns: agent, ``user`` as the token name, ``model`` as the endpoint."""
+    frames = [u for u in usage if not u.is_empty()]
+    if not frames:
+        return {"by_status": [], "tokens": [], "endpoints": [], "refusals": []}
+    cache_read = pl.col("cache_read_input_tokens").fill_null(0)
+    frame = pl.concat(frames, how="diagonal_relaxed").select(
+        pl.col("request_time_unix_nano").alias("time"),
+        "agent",
+        pl.col("token_name").alias("user"),
+        pl.col("endpoint").alias("model"),
+        "endpoint",
+        "upstream_model",
+        "status_code",
+        pl.when(pl.col("route").is_in(_INPUT_INCLUDES_CACHE))
+        .then(pl.col("input_tokens") - cache_read)
+        .otherwise(pl.col("input_tokens"))
+        .alias("input"),
+        pl.col("output_tokens").alias("output"),
+        pl.col("cache_read_input_tokens").alias("cache_read"),
+        pl.col("cache_creation_input_tokens").alias("cache_creation"),
+        "latency_ms",
+        "time_to_first_token_ms",
+    )
+    frame = _day(filters.events(frame))
+    # Priced by the model the endpoint serves (the upstream's), else by the endpoint's name.
+    priced_frame = priced(
+        frame.with_columns(
+            pl.coalesce(["upstream_model", "endpoint"]).alias("model"),
+            pl.lit(None, pl.Float64).alias("reported_cost_usd"),
+        ),
+        prices or Prices(),
+    )
+    tokens = [_total(k).alias(k) for k in _TOKENS]  # null: the provider reported none
+    by_status = frame.group_by("day", "status_code").agg(pl.len().alias("requests"))
+    per_token = frame.group_by("day", "user").agg(*tokens).rename({"user": "token_name"})
+    endpoints = priced_frame.group_by("endpoint").agg(
+        pl.len().alias("requests"),
+        (pl.col("status_code") >= 400).sum().alias("errors"),
+        *tokens,
+        _total("estimated_cost_usd").alias("estimated_cost_usd"),
+        pl.col("latency_ms").quantile(0.5, "linear").alias("latency_p50_ms"),
+        pl.col("latency_ms").quantile(0.95, "linear").alias("latency_p95_ms"),
+        pl.col("time_to_first_token_ms").quantile(0.5, "linear").alias("ttft_p50_ms"),
+        pl.col("time_to_first_token_ms").quantile(0.95, "linear").alias("ttft_p95_ms"),
+    )
+    refusals = (
+        frame.filter(pl.col("status_code") == 429)
+        .group_by("user")
+        .agg(pl.len().alias("refusals"))
+        .rename({"user": "token_name"})
+    )
+    return {
+        "by_status": by_status.sort("day", "status_code").to_dicts(),
+        "tokens": per_token.sort("day", "token_name", nulls_last=True).to_dicts(),
+        "endpoints": endpoints.sort(["requests", "endpoint"], descending=[True, False]).to_dicts(),
+        "refusals": refusals.sort(["refusals", "token_name"], descending=[True, False]).to_dicts(),
+    }

@@ -132,6 +132,25 @@ function linesPerDay(rows) {
   ];
 }
 
+function byKey(rows, key, x, y) {
+  const keys = [...new Set(rows.map((r) => String(r[key] ?? "(none)")))];
+  return keys.map((k) => {
+    const mine = rows.filter((r) => String(r[key] ?? "(none)") === k);
+    return { type: "bar", name: k, x: mine.map((r) => r[x]), y: mine.map(y) };
+  });
+}
+
+function fillGateway(g) {
+  plot("gateway-status", byKey(g.by_status, "status_code", "day", (r) => r.requests));
+  plot("gateway-tokens", byKey(g.tokens, "token_name", "day",
+    (r) => (r.input ?? 0) + (r.output ?? 0) + (r.cache_read ?? 0) + (r.cache_creation ?? 0)));
+  const pair = (a, b) => `${fixed(0)(a) ?? "–"} / ${fixed(0)(b) ?? "–"}`;
+  fillTable("endpoints", g.endpoints, (r) => [r.endpoint, r.requests, r.errors,
+    pair(r.latency_p50_ms, r.latency_p95_ms), pair(r.ttft_p50_ms, r.ttft_p95_ms),
+    r.estimated_cost_usd === null ? null : money(r.estimated_cost_usd)]);
+  fillTable("refusals", g.refusals, (r) => [r.token_name, r.refusals]);
+}
+
 function errorsByStatus(rows) {
   const statuses = [...new Set(rows.map((r) => String(r.error_status ?? "none")))];
   return statuses.map((status) => {
@@ -204,10 +223,10 @@ async function refresh() {
   problem.hidden = true;
   if (!(await signedIn())) return;
   try {
-    const [tiles, options, byDayUser, byModel, sessions, tools, errors, days, edits] = await Promise.all([
+    const [tiles, options, byDayUser, byModel, sessions, tools, errors, days, edits, gw] = await Promise.all([
       get("tiles"), get("options"), get("calls", { by: "day,user" }), get("calls", { by: "model" }),
       get("calls", { by: "session", limit: "10" }), get("tools"), get("errors", { limit: "20" }),
-      get("productivity"), get("edits"),
+      get("productivity"), get("edits"), get("gateway"),
     ]);
     document.getElementById("login").hidden = true;
     document.getElementById("content").hidden = false;
@@ -226,6 +245,7 @@ async function refresh() {
     fillErrors(errors.recent);
     plot("lines-per-day", linesPerDay(days.rows), "group");
     fillEdits(edits.rows);
+    fillGateway(gw);
     document.body.dataset.state = "ready";
   } catch (error) {
     if (error.login) {

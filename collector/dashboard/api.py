@@ -67,15 +67,28 @@ class Dashboard:
         app.router.add_get("/dashboard/", self._page)
         app.router.add_get("/dashboard/static/{name}", self._static)
         app.router.add_get("/dashboard/api/access", self._access)
-        app.router.add_get("/dashboard/api/tiles", self._tiles)
-        app.router.add_get("/dashboard/api/tables", self._tables)
-        app.router.add_get("/dashboard/api/calls", self._calls)
-        app.router.add_get("/dashboard/api/options", self._options)
-        app.router.add_get("/dashboard/api/tools", self._tools)
-        app.router.add_get("/dashboard/api/errors", self._errors)
-        app.router.add_get("/dashboard/api/productivity", self._productivity)
-        app.router.add_get("/dashboard/api/edits", self._edits)
-        app.router.add_get("/dashboard/api/gateway", self._gateway)
+        for name in self._figures():
+            app.router.add_get(f"/dashboard/api/{name}", functools.partial(self._answer, name))
+
+    def _figures(self) -> dict[str, Any]:
+        """Each API path's figures: (the reader, the filters, the query) → its JSON body, from
+        the tables of one kind (by suffix) that the reader may read."""
+        logs, metrics, usage = "_otel_logs", "_otel_metrics", "_usage"
+
+        def rows(figure: Any, suffix: str) -> Any:
+            return lambda p, f, q: {"rows": figure(self._frames(p, suffix), f, q)}
+
+        return {
+            "tiles": self.tiles,
+            "tables": lambda p, f, q: {"tables": [str(t) for t in self.readable(p)]},
+            "calls": rows(lambda e, f, q: calls(e, f, q, self.prices), logs),
+            "options": lambda p, f, q: options(self._frames(p, logs), f),
+            "tools": rows(lambda e, f, q: tools(e, f), logs),
+            "errors": lambda p, f, q: errors(self._frames(p, logs), f, q),
+            "productivity": rows(lambda m, f, q: productivity(m, f), metrics),
+            "edits": rows(lambda m, f, q: edits(m, f), metrics),
+            "gateway": lambda p, f, q: gateway(self._frames(p, usage), f, self.prices),
+        }
 
     async def _page(self, request: web.Request) -> web.Response:
         # The page holds no data (the API checks who reads): it is served to anyone, with a
@@ -120,61 +133,17 @@ class Dashboard:
     def readable(self, principal: Principal) -> list[TableName]:
         return [t for t in self.tables.names() if principal.may_read(t)]
 
-    async def _answer(self, request: web.Request, compute: Any) -> web.Response:
+    async def _answer(self, name: str, request: web.Request) -> web.Response:
         try:
             principal = self.reader(request)
             filters = Filters.from_query(request.query)
+            compute = self._figures()[name]
             body = await asyncio.to_thread(compute, principal, filters, request.query)
         except ExportError as e:
             return _error(e.http_status, e.message)
         except FilterError as e:
             return _error(400, str(e))
         return web.json_response(body)
-
-    async def _tiles(self, request: web.Request) -> web.Response:
-        return await self._answer(request, self.tiles)
-
-    async def _tables(self, request: web.Request) -> web.Response:
-        return await self._answer(
-            request, lambda p, *_: {"tables": [str(t) for t in self.readable(p)]}
-        )
-
-    async def _calls(self, request: web.Request) -> web.Response:
-        return await self._answer(
-            request,
-            lambda p, f, q: {"rows": calls(self._frames(p, "_otel_logs"), f, q, self.prices)},
-        )
-
-    async def _options(self, request: web.Request) -> web.Response:
-        return await self._answer(
-            request, lambda p, f, _: options(self._frames(p, "_otel_logs"), f)
-        )
-
-    async def _tools(self, request: web.Request) -> web.Response:
-        return await self._answer(
-            request, lambda p, f, _: {"rows": tools(self._frames(p, "_otel_logs"), f)}
-        )
-
-    async def _errors(self, request: web.Request) -> web.Response:
-        return await self._answer(
-            request, lambda p, f, q: errors(self._frames(p, "_otel_logs"), f, q)
-        )
-
-    async def _productivity(self, request: web.Request) -> web.Response:
-        return await self._answer(
-            request,
-            lambda p, f, _: {"rows": productivity(self._frames(p, "_otel_metrics"), f)},
-        )
-
-    async def _edits(self, request: web.Request) -> web.Response:
-        return await self._answer(
-            request, lambda p, f, _: {"rows": edits(self._frames(p, "_otel_metrics"), f)}
-        )
-
-    async def _gateway(self, request: web.Request) -> web.Response:
-        return await self._answer(
-            request, lambda p, f, _: gateway(self._frames(p, "_usage"), f, self.prices)
-        )
 
     def _frames(self, principal: Principal, suffix: str) -> list[Any]:
         return [self.tables.read(t) for t in self.readable(principal) if t.table.endswith(suffix)]

@@ -163,8 +163,9 @@ class Pipeline:
         if flat.batch.num_rows:
             await self.ready(table, signal.schema)
             self.admit()  # others may have filled the buffers while this request was decoded
-            await self._store(table, flat.batch, stored)
-        del stored
+            lsn, repeated = self._append(table, flat.batch, stored)
+            stored = None  # its bytes are in the WAL: not held while it syncs
+            await self._settle(table, flat.batch, lsn, repeated)
         m = self.metrics
         m.inc("otlp_delta_rows_accepted_total", flat.batch.num_rows, signal=signal.name)
         m.inc("otlp_delta_records_rejected_total", flat.rejected, signal=signal.name)
@@ -179,22 +180,33 @@ class Pipeline:
         self.admit()
         await self._store(table, batch)
 
-    async def _store(
+    async def _store(self, table: TableName, batch: pa.RecordBatch) -> None:
+        """Buffer the batch; with a WAL, return only once its record is durable."""
+        await self._settle(table, batch, *self._append(table, batch))
+
+    def _append(
         self, table: TableName, batch: pa.RecordBatch, request: StoredRequest | None = None
-    ) -> None:
-        """Buffer the batch; with a WAL, return only once its record (the batch, or the
-        request it was flattened from) is durable."""
+    ) -> tuple[int, bool]:
+        """Write the batch's record (the batch, or the request it was flattened from) to the
+        WAL, or number it without one: its LSN, and whether it is a retry of one accepted."""
         if self.wal is None:
             self._lsn += 1
-            self.buffers.add(table, batch, self._lsn)
+            return self._lsn, False
+        try:
+            return self.wal.write(table, batch, request)
+        except OSError as e:
+            raise Unavailable(
+                f"cannot write the WAL: {e}", retry_after=self.buffers.retry_after
+            ) from None
+
+    async def _settle(
+        self, table: TableName, batch: pa.RecordBatch, lsn: int, repeated: bool
+    ) -> None:
+        """Buffer the batch and, with a WAL, return once its record is durable."""
+        if self.wal is None:
+            self.buffers.add(table, batch, lsn)
             self.buffers.check(table)
             return
-        retry = self.buffers.retry_after
-        try:
-            lsn, repeated = self.wal.write(table, batch, request)
-            del request
-        except OSError as e:
-            raise Unavailable(f"cannot write the WAL: {e}", retry_after=retry) from None
         if repeated:  # a retry of a request already accepted is not stored twice
             self.metrics.inc("otlp_delta_retries_deduplicated_total")
             log.info("retry of an accepted request, not stored again", table=str(table))
@@ -203,7 +215,9 @@ class Pipeline:
         try:
             await self.wal.durable(lsn)
         except OSError as e:
-            raise Unavailable(f"cannot sync the WAL: {e}", retry_after=retry) from None
+            raise Unavailable(
+                f"cannot sync the WAL: {e}", retry_after=self.buffers.retry_after
+            ) from None
         if not repeated:
             self.buffers.check(table)
 

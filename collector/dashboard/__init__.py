@@ -1,7 +1,7 @@
 """The usage dashboard: figures over the OTLP and proxy tables of a warehouse, for every
-coding agent, behind a JSON API on the collector's listener (see api.py)."""
+coding agent, on a page and behind a JSON API on the collector's listener (see api.py). The
+reading side (data.py, figures.py: polars) is imported on the dashboard's first use."""
 
 from collector.dashboard.api import Dashboard
-from collector.dashboard.figures import FilterError, Filters
 
-__all__ = ["Dashboard", "FilterError", "Filters"]
+__all__ = ["Dashboard"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import threading
 from importlib import resources
 from typing import Any
 
@@ -18,19 +19,6 @@ import structlog
 from aiohttp import web
 
 from collector.auth import Authenticator, Principal
-from collector.dashboard.data import Tables
-from collector.dashboard.figures import (
-    FilterError,
-    Filters,
-    calls,
-    edits,
-    errors,
-    gateway,
-    options,
-    productivity,
-    tiles,
-    tools,
-)
 from collector.errors import ExportError, PermissionDenied
 from collector.prices import Prices
 from collector.storage import Warehouse
@@ -58,21 +46,35 @@ class Dashboard:
     def __init__(
         self, warehouse: Warehouse, auth: Authenticator, prices: Prices | None = None
     ) -> None:
-        self.tables = Tables(warehouse)
+        self.warehouse = warehouse
         self.auth = auth
         self.prices = prices or Prices()
+        self._engine: tuple[Any, Any] | None = None
+        self._loading = threading.Lock()
+
+    def engine(self) -> tuple[Any, Any]:
+        """The reading side, (collector.dashboard.data.Tables, collector.dashboard.figures),
+        imported on first use: polars takes most of a second to import, and a collector whose
+        dashboard nobody reads starts (and restarts after a crash) without it."""
+        with self._loading:
+            if self._engine is None:
+                from collector.dashboard import data, figures
+
+                self._engine = (data.Tables(self.warehouse), figures)
+            return self._engine
 
     def install(self, app: web.Application) -> None:
         app.router.add_get("/dashboard", self._page)
         app.router.add_get("/dashboard/", self._page)
         app.router.add_get("/dashboard/static/{name}", self._static)
         app.router.add_get("/dashboard/api/access", self._access)
-        for name in self._figures():
+        for name in _FIGURES:
             app.router.add_get(f"/dashboard/api/{name}", functools.partial(self._answer, name))
 
-    def _figures(self) -> dict[str, Any]:
+    def _figures(self, fig: Any) -> dict[str, Any]:
         """Each API path's figures: (the reader, the filters, the query) → its JSON body, from
-        the tables of one kind (by suffix) that the reader may read."""
+        the tables of one kind (by suffix) that the reader may read; ``fig`` is the module
+        collector.dashboard.figures."""
         logs, metrics, usage = "_otel_logs", "_otel_metrics", "_usage"
 
         def rows(figure: Any, suffix: str) -> Any:
@@ -81,13 +83,13 @@ class Dashboard:
         return {
             "tiles": self.tiles,
             "tables": lambda p, f, q: {"tables": [str(t) for t in self.readable(p)]},
-            "calls": rows(lambda e, f, q: calls(e, f, q, self.prices), logs),
-            "options": lambda p, f, q: options(self._frames(p, logs), f),
-            "tools": rows(lambda e, f, q: tools(e, f), logs),
-            "errors": lambda p, f, q: errors(self._frames(p, logs), f, q),
-            "productivity": rows(lambda m, f, q: productivity(m, f), metrics),
-            "edits": rows(lambda m, f, q: edits(m, f), metrics),
-            "gateway": lambda p, f, q: gateway(self._frames(p, usage), f, self.prices),
+            "calls": rows(lambda e, f, q: fig.calls(e, f, q, self.prices), logs),
+            "options": lambda p, f, q: fig.options(self._frames(p, logs), f),
+            "tools": rows(lambda e, f, q: fig.tools(e, f), logs),
+            "errors": lambda p, f, q: fig.errors(self._frames(p, logs), f, q),
+            "productivity": rows(lambda m, f, q: fig.productivity(m, f), metrics),
+            "edits": rows(lambda m, f, q: fig.edits(m, f), metrics),
+            "gateway": lambda p, f, q: fig.gateway(self._frames(p, usage), f, self.prices),
         }
 
     async def _page(self, request: web.Request) -> web.Response:
@@ -131,31 +133,37 @@ class Dashboard:
         return web.json_response({"reads": True, "as": principal.name, "tokens": self.auth.enabled})
 
     def readable(self, principal: Principal) -> list[TableName]:
-        return [t for t in self.tables.names() if principal.may_read(t)]
+        return [t for t in self.engine()[0].names() if principal.may_read(t)]
 
     async def _answer(self, name: str, request: web.Request) -> web.Response:
         try:
             principal = self.reader(request)
-            filters = Filters.from_query(request.query)
-            compute = self._figures()[name]
-            body = await asyncio.to_thread(compute, principal, filters, request.query)
         except ExportError as e:
             return _error(e.http_status, e.message)
-        except FilterError as e:
+        _, fig = await asyncio.to_thread(self.engine)
+        try:
+            filters = fig.Filters.from_query(request.query)
+            compute = self._figures(fig)[name]
+            body = await asyncio.to_thread(compute, principal, filters, request.query)
+        except fig.FilterError as e:
             return _error(400, str(e))
         return web.json_response(body)
 
     def _frames(self, principal: Principal, suffix: str) -> list[Any]:
-        return [self.tables.read(t) for t in self.readable(principal) if t.table.endswith(suffix)]
+        tables = self.engine()[0]
+        return [tables.read(t) for t in self.readable(principal) if t.table.endswith(suffix)]
 
-    def tiles(self, principal: Principal, filters: Filters, _: Any = None) -> dict[str, Any]:
+    def tiles(self, principal: Principal, filters: Any, _: Any = None) -> dict[str, Any]:
         """The headline figures over the tables ``principal`` may read."""
         names = [str(t) for t in self.readable(principal)]
         events = self._frames(principal, "_otel_logs")
         points = self._frames(principal, "_otel_metrics")
-        return {"tables": names, **tiles(events, points, filters, self.prices)}
+        figures = self.engine()[1]
+        return {"tables": names, **figures.tiles(events, points, filters, self.prices)}
 
 
+_FIGURES = ("tiles", "tables", "calls", "options", "tools", "errors", "productivity", "edits",
+            "gateway")  # fmt: skip
 _ASSETS = {
     "index.html": "text/html",
     "app.js": "text/javascript",

@@ -804,6 +804,7 @@ def test_the_page_in_a_browser_shows_what_the_api_says(
             if os.environ.get("DASHBOARD_SCREENSHOT"):
                 shutil.copy(tmp_path / "dashboard.png", os.environ["DASHBOARD_SCREENSHOT"])
 
+            assert page.locator("#setup").is_hidden()  # every agent has sent data
             for agent in ("codex", "gemini-cli", "claude-code"):
                 page.select_option("select[name=agent]", agent)
                 page.wait_for_selector("body[data-state=ready]")
@@ -814,6 +815,21 @@ def test_the_page_in_a_browser_shows_what_the_api_says(
             page.wait_for_selector("body[data-state=ready]")
             api = _get(proc, f"/dashboard/api/tiles?model={MODELS[1]}", tokens["reader"])[1]
             _assert_page_shows(page, api)
+            # A reader of main.other, where only Claude Code's capture is: the page says how
+            # to point the other two agents at this collector.
+            other = browser.new_page()
+            other.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            other.on("request", lambda r: requests.append(r.url))
+            other.goto(proc.url("/dashboard"))
+            other.fill("#token input", tokens["other"])
+            other.click("#token button")
+            other.wait_for_selector("body[data-state=ready]")
+            hints = other.locator("#setup p")
+            assert [hints.nth(i).get_attribute("data-agent") for i in range(hints.count())] == [
+                "codex",
+                "gemini-cli",
+            ]
+            assert f'endpoint = "{origin}/v1/logs"' in hints.nth(0).inner_text()
         finally:
             browser.close()
     assert not errors, errors

@@ -17,6 +17,12 @@ function query(extra = {}) {
   return params.toString();
 }
 
+async function getAllTime(path) {
+  const headers = token ? { Authorization: "Bearer " + token } : {};
+  const response = await fetch(api + path, { headers });
+  return response.json();
+}
+
 async function get(path, extra) {
   const headers = token ? { Authorization: "Bearer " + token } : {};
   const response = await fetch(api + path + "?" + query(extra), { headers });
@@ -189,6 +195,29 @@ function fillOptions(options) {
   }
 }
 
+// What to set up for an agent that has sent nothing yet (over all time), pointed at this
+// collector's own address.
+function setupHints(origin) {
+  const code = (text) => "<code>" + text.replaceAll("&", "&amp;").replaceAll("<", "&lt;") + "</code>";
+  return {
+    "claude-code": "<b>No Claude Code data yet.</b> In its environment (or the <code>env</code> of " +
+      "<code>~/.claude/settings.json</code>): " + code("CLAUDE_CODE_ENABLE_TELEMETRY=1 OTEL_LOGS_EXPORTER=otlp " +
+      "OTEL_METRICS_EXPORTER=otlp OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT=" + origin),
+    codex: "<b>No Codex CLI data yet.</b> In <code>~/.codex/config.toml</code>: " +
+      code(`[otel] exporter = { otlp-http = { endpoint = "${origin}/v1/logs", protocol = "binary" } }`),
+    "gemini-cli": "<b>No Gemini CLI data yet.</b> In <code>~/.gemini/settings.json</code>: " +
+      code(`"telemetry": { "enabled": true, "target": "local", "otlpEndpoint": "${origin}", "otlpProtocol": "http" }`),
+  };
+}
+
+function fillSetup(everSeen) {
+  const setup = document.getElementById("setup");
+  const hints = setupHints(location.origin);
+  const missing = Object.keys(hints).filter((agent) => !everSeen.includes(agent));
+  setup.hidden = missing.length === 0;
+  setup.innerHTML = missing.map((agent) => `<p data-agent="${agent}">${hints[agent]}</p>`).join("");
+}
+
 function emptyState(tiles) {
   const empty = document.getElementById("empty");
   if (tiles.tables.length && tiles.api_calls) {
@@ -228,6 +257,7 @@ async function refresh() {
       get("calls", { by: "session", limit: "10" }), get("tools"), get("errors", { limit: "20" }),
       get("productivity"), get("edits"), get("gateway"),
     ]);
+    const everSeen = (await getAllTime("options")).agent;
     document.getElementById("login").hidden = true;
     document.getElementById("content").hidden = false;
     fillOptions(options);
@@ -246,6 +276,7 @@ async function refresh() {
     plot("lines-per-day", linesPerDay(days.rows), "group");
     fillEdits(edits.rows);
     fillGateway(gw);
+    fillSetup(everSeen);
     document.body.dataset.state = "ready";
   } catch (error) {
     if (error.login) {

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from deltalake import DeltaTable
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from collector.maintenance import Maintainer, MaintenancePolicy
 from collector.sink import DeltaSink
@@ -31,7 +33,16 @@ from tests.emulators import FAULTS, HttpProxy, Store, TcpProxy, emulator, enviro
 from tests.readers import polars_credentials, read_both, read_polars
 from tests.test_crash import Ledger
 from tests.test_durability import post, readyz, wait_until
-from tests.test_maintenance import CLAUDE, LOGS, canonical, key, logs_batch, shifted, shifted_body
+from tests.test_maintenance import (
+    CLAUDE,
+    CODEX,
+    LOGS,
+    canonical,
+    key,
+    logs_batch,
+    shifted,
+    shifted_body,
+)
 
 NOW = MaintenancePolicy(compact_min_age=0)
 TABLE = "main.agents.cc_otel_logs"
@@ -403,3 +414,95 @@ def test_the_replica_test_sees_lost_commits_on_a_store_without_conditional_puts(
                 assert_every_flush_committed(uri, procs)
     finally:
         proxy.close()
+
+
+def _dashboard_get(port: int, path: str, proc: subprocess.Popen[bytes]) -> dict:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as r:
+                return json.loads(r.read())
+        except urllib.error.URLError:
+            assert time.monotonic() < deadline and proc.poll() is None, "dashboard did not start"
+            time.sleep(0.2)
+
+
+def _rounded(value: object) -> object:
+    """``value`` with its floats to 12 significant digits: sums of costs differ in their last
+    bits with the order of the rows, which a compaction changes."""
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _calls_in(bodies: list[bytes]) -> int:
+    """The model calls in the captures' requests, counted from the protobuf itself: Claude
+    Code's api_request events and Codex's completed responses that carry the tokens."""
+    calls = 0
+    for body in bodies:
+        for rl in ExportLogsServiceRequest.FromString(body).resource_logs:
+            for sl in rl.scope_logs:
+                for record in sl.log_records:
+                    a = {kv.key: kv.value.string_value for kv in record.attributes}
+                    claude = a.get("event.name") == "api_request"
+                    codex = (a.get("event.name") == "codex.sse_event"
+                             and a.get("event.kind") == "response.completed"
+                             and "input_token_count" in a)  # fmt: skip
+                    calls += claude or codex
+    return calls
+
+
+@SHARED
+def test_the_dashboard_reads_a_table_on_the_store_through_its_compaction(
+    store: Store, tmp_path: Path
+) -> None:
+    """``python -m collector dashboard`` on a warehouse in the store, read per data file: its
+    figures equal those of the same batches in a local warehouse, before and after a
+    maintenance pass replaced the files (no file counted twice or lost) and appends after it."""
+    from collector.dashboard import figures
+    from collector.dashboard.data import Tables
+
+    warehouse = Warehouse.parse(store.warehouse("dash"))
+    remote, local = DeltaSink(warehouse, app_id="w"), DeltaSink(tmp_path / "wh", app_id="w")
+    shifts = [s * 3_600 * 10**9 for s in range(12)]
+    bodies = [shifted_body(CLAUDE if s % 2 else CODEX, shifts[s]) for s in range(12)]
+    for sink in (remote, local):
+        for s in range(10):
+            sink.append(LOGS, [(s + 1, logs_batch(s, shifts[s]))])
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector", "dashboard", "--warehouse", warehouse.uri,
+         "--http", f"127.0.0.1:{port}", "--log-format", "json"],
+        cwd=ROOT, env={**os.environ, **store.env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    reference = Tables(Warehouse.of(tmp_path / "wh"))
+
+    def assert_same(appended: int) -> None:
+        events = [reference.read(LOGS)]
+        want = json.loads(json.dumps({"tables": [str(LOGS)],
+                                      **figures.tiles(events, [], figures.Filters())}))  # fmt: skip
+        got = _dashboard_get(port, "/dashboard/api/tiles", proc)
+        assert _rounded(got) == _rounded(want)
+        assert want["api_calls"] == _calls_in(bodies[:appended])
+        by_day = _dashboard_get(port, "/dashboard/api/calls?by=day,agent", proc)["rows"]
+        query = {"by": "day,agent"}
+        want_by_day = json.loads(json.dumps(figures.calls(events, figures.Filters(), query)))
+        assert _rounded(by_day) == _rounded(want_by_day)
+
+    try:
+        assert_same(10)
+        (report,) = Maintainer(warehouse, NOW).run_once()
+        assert report.error is None and report.files_after < report.files_before
+        assert_same(10)
+        for sink in (remote, local):
+            for s in (10, 11):
+                sink.append(LOGS, [(s + 1, logs_batch(s, shifts[s]))])
+        assert_same(12)
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0

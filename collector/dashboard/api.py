@@ -9,6 +9,7 @@ and only the tables it names; without one, only clients on loopback, as for writ
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import ipaddress
 import threading
@@ -51,6 +52,8 @@ class Dashboard:
         self.prices = prices or Prices()
         self._engine: tuple[Any, Any] | None = None
         self._loading = threading.Lock()
+        self._results: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+        self._results_lock = threading.Lock()
 
     def engine(self) -> tuple[Any, Any]:
         """The reading side, (collector.dashboard.data.Tables, collector.dashboard.figures),
@@ -60,7 +63,7 @@ class Dashboard:
             if self._engine is None:
                 from collector.dashboard import data, figures
 
-                self._engine = (data.Tables(self.warehouse), figures)
+                self._engine = (data.Tables(self.warehouse, self.prices), figures)
             return self._engine
 
     def install(self, app: web.Application) -> None:
@@ -72,24 +75,30 @@ class Dashboard:
             app.router.add_get(f"/dashboard/api/{name}", functools.partial(self._answer, name))
 
     def _figures(self, fig: Any) -> dict[str, Any]:
-        """Each API path's figures: (the reader, the filters, the query) → its JSON body, from
-        the tables of one kind (by suffix) that the reader may read; ``fig`` is the module
-        collector.dashboard.figures."""
+        """Each API path's figures: (the names of the tables the reader may read, those of
+        them the dashboard reads as read, the filters, the query) → its JSON body, from the
+        tables of one kind (by suffix); ``fig`` is the module collector.dashboard.figures."""
         logs, metrics, usage = "_otel_logs", "_otel_metrics", "_usage"
 
+        def frames(read: dict[TableName, Any], suffix: str) -> list[Any]:
+            return [frame for t, (_, frame) in read.items() if t.table.endswith(suffix)]
+
         def rows(figure: Any, suffix: str) -> Any:
-            return lambda p, f, q: {"rows": figure(self._frames(p, suffix), f, q)}
+            return lambda n, t, f, q: {"rows": figure(frames(t, suffix), f, q)}
 
         return {
-            "tiles": self.tiles,
-            "tables": lambda p, f, q: {"tables": [str(t) for t in self.readable(p)]},
-            "calls": rows(lambda e, f, q: fig.calls(e, f, q, self.prices), logs),
-            "options": lambda p, f, q: fig.options(self._frames(p, logs), f),
+            "tiles": lambda n, t, f, q: {
+                "tables": [str(name) for name in n],
+                **fig.tiles(frames(t, logs), frames(t, metrics), f),
+            },
+            "tables": lambda n, t, f, q: {"tables": [str(name) for name in n]},
+            "calls": rows(fig.calls, logs),
+            "options": lambda n, t, f, q: fig.options(frames(t, logs), f),
             "tools": rows(lambda e, f, q: fig.tools(e, f), logs),
-            "errors": lambda p, f, q: fig.errors(self._frames(p, logs), f, q),
+            "errors": lambda n, t, f, q: fig.errors(frames(t, logs), f, q),
             "productivity": rows(lambda m, f, q: fig.productivity(m, f), metrics),
             "edits": rows(lambda m, f, q: fig.edits(m, f), metrics),
-            "gateway": lambda p, f, q: fig.gateway(self._frames(p, usage), f, self.prices),
+            "gateway": lambda n, t, f, q: fig.gateway(frames(t, usage), f),
         }
 
     async def _page(self, request: web.Request) -> web.Response:
@@ -144,24 +153,36 @@ class Dashboard:
         try:
             filters = fig.Filters.from_query(request.query)
             compute = self._figures(fig)[name]
-            body = await asyncio.to_thread(compute, principal, filters, request.query)
+            body = await asyncio.to_thread(self._answered, name, compute, principal, filters,
+                                           request.query)  # fmt: skip
         except fig.FilterError as e:
             return _error(400, str(e))
         return web.json_response(body)
 
-    def _frames(self, principal: Principal, suffix: str) -> list[Any]:
-        tables = self.engine()[0]
-        return [tables.read(t) for t in self.readable(principal) if t.table.endswith(suffix)]
+    def _answered(
+        self, name: str, compute: Any, principal: Principal, filters: Any, query: Any
+    ) -> Any:
+        """The figures of one API request, from the results cache while none of the tables
+        they are made from has moved: a page is read again and again (reloads, filters set
+        back, other readers) between two flushes of a collector."""
+        names = self.readable(principal)
+        read = self.engine()[0].snapshot(names)
+        versions = tuple((t, v) for t, (v, _) in read.items())
+        key = (name, tuple(sorted(query.items())), tuple(names), versions)
+        with self._results_lock:
+            if key in self._results:
+                self._results.move_to_end(key)
+                return self._results[key]
+        body = compute(names, read, filters, query)
+        with self._results_lock:
+            self._results[key] = body
+            while len(self._results) > _RESULTS_KEPT:
+                self._results.popitem(last=False)
+        return body
 
-    def tiles(self, principal: Principal, filters: Any, _: Any = None) -> dict[str, Any]:
-        """The headline figures over the tables ``principal`` may read."""
-        names = [str(t) for t in self.readable(principal)]
-        events = self._frames(principal, "_otel_logs")
-        points = self._frames(principal, "_otel_metrics")
-        figures = self.engine()[1]
-        return {"tables": names, **figures.tiles(events, points, filters, self.prices)}
 
-
+# Answers kept (least recently used out): a page is 11 of them; the results are small.
+_RESULTS_KEPT = 512
 _FIGURES = ("tiles", "tables", "calls", "options", "tools", "errors", "productivity", "edits",
             "gateway")  # fmt: skip
 _ASSETS = {

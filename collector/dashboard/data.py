@@ -1,35 +1,35 @@
-"""The warehouse's tables as the dashboard reads them: each OTLP logs table as one row per
-event with the agent, user, session, model and call figures taken out of its attributes, and
-each metrics table as the points of the agents' productivity sums. A table is read again only
-when its Delta version moved."""
+"""The warehouse's tables as the dashboard reads them, one row per thing counted with every
+per-row figure worked out once, when a file is first read: each OTLP logs table as one row per
+event (agent, user, session, model, day, and for a model call its tokens and its cost, reported
+or estimated), each metrics table as the points of the agents' productivity sums (agent, user,
+model), each usage table as the proxy's calls (priced). The figures (collector.dashboard.figures)
+only filter and aggregate these.
+
+A table is held per data file: a new Delta version costs the reading of the files it added."""
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from collector.catalog import find_tables
 from collector.dashboard.agents import AGENTS, OTHER, Agent
+from collector.prices import Prices
+from collector.schema import load_schema
 from collector.storage import Files, Warehouse
 from collector.tables import TableName
 
-__all__ = ["EVENT_COLUMNS", "TableData", "Tables"]
+__all__ = ["KINDS", "Kind", "Tables", "priced"]
 
-# The columns of the events frame (one row per log record).
-EVENT_COLUMNS = (
-    "table", "time", "agent", "user", "session", "model", "event", "is_call",
-    "input", "output", "cache_read", "cache_creation", "reported_cost_usd", "duration_ms",
-    "tool", "tool_success", "tool_duration_ms", "is_error", "error_status", "error_message",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TableData:
-    version: int
-    frame: pl.DataFrame
+_TOKENS = ("input", "output", "cache_read", "cache_creation")
 
 
 def _first(keys: tuple[str, ...], column: str = "attributes") -> pl.Expr:
@@ -105,7 +105,48 @@ def _agent_events(frame: pl.DataFrame, agent: Agent, table: str) -> pl.DataFrame
     )
 
 
-def events_frame(table: str, raw: pl.DataFrame) -> pl.DataFrame:
+def _categories(frame: pl.DataFrame, *free_text: str) -> pl.DataFrame:
+    """The frame with its names (users, sessions, models, agents…) as categoricals: the
+    figures group and count by them, and a million 64-character user ids are then a
+    million integers (a third of the time of a page). ``free_text`` columns stay strings."""
+    names = [c for c, t in frame.schema.items() if t == pl.String and c not in free_text]
+    return frame.with_columns(pl.col(names).cast(pl.Categorical))
+
+
+def _day(time: str = "time") -> pl.Expr:
+    return pl.from_epoch(time, time_unit="ns").dt.date().alias("day")
+
+
+def priced(calls: pl.DataFrame, prices: Prices) -> pl.DataFrame:
+    """The calls with ``estimated_cost_usd`` where the agent reported no cost (tokens times
+    the prices of the model the call names; null for a model no price is known of) and
+    ``cost_usd``, the reported cost or else the estimate."""
+    models = calls["model"].drop_nulls().unique().to_list()
+    known = {m: p for m in models if (p := prices.price(m)) is not None}
+    table = pl.DataFrame(
+        {
+            "model": list(known),
+            **{f"_price_{k}": [getattr(p, a) for p in known.values()] for k, a in
+               zip(_TOKENS, ("input", "output", "cache_read", "cache_write"), strict=True)},
+        },
+        schema={"model": pl.String, **{f"_price_{k}": pl.Float64 for k in _TOKENS}},
+    )  # fmt: skip
+    joined = calls.join(table, on="model", how="left", maintain_order="left")
+    estimate = sum(pl.col(k).fill_null(0) * pl.col(f"_price_{k}") for k in _TOKENS) / 1e6
+    reported = pl.col("reported_cost_usd")
+    return (
+        joined.with_columns(
+            pl.when(reported.is_null()).then(estimate).alias("estimated_cost_usd"),
+        )
+        .with_columns(
+            pl.coalesce([reported, pl.col("estimated_cost_usd")]).alias("cost_usd"),
+        )
+        .drop([f"_price_{k}" for k in _TOKENS])
+    )
+
+
+def events_frame(table: str, raw: pl.DataFrame, prices: Prices) -> pl.DataFrame:
+    """A logs table's rows as events: one agent's layout (agents.py) for each agent's rows."""
     frame = raw.with_columns(
         pl.col("resource").struct.field("attributes").alias("resource_attributes"),
     ).with_columns(
@@ -122,73 +163,260 @@ def events_frame(table: str, raw: pl.DataFrame) -> pl.DataFrame:
                 [pl.col("service").str.starts_with(p) for p in agent.service_prefixes]
             ).fill_null(False)
         parts.append(_agent_events(frame.filter(mine), agent, table))
-    return pl.concat(parts)
+    events = pl.concat(parts).with_columns(_day())
+    # Only model calls are priced: the other events carry no tokens.
+    events = priced(events, prices).with_columns(
+        pl.when(pl.col("is_call")).then(pl.col(c)).alias(c)
+        for c in ("estimated_cost_usd", "cost_usd")
+    )
+    return _categories(events, "error_message")
 
 
-def metric_points(table: str, raw: pl.DataFrame) -> pl.DataFrame:
-    """The sum points of the metrics the agents' productivity figures come from."""
-    wanted = {name for a in AGENTS for name, _ in a.metrics.values()}
-    wanted |= {a.edit_decisions[0] for a in AGENTS if a.edit_decisions}
-    sums = raw.filter(pl.col("name").is_in(sorted(wanted)) & (pl.col("metric_type") == "sum"))
+def _agent_of_service() -> pl.Expr:
+    service = pl.col("service")
+    agent = pl.lit(OTHER.key)
+    for a in reversed(AGENTS):
+        agent = (
+            pl.when(pl.any_horizontal([service.str.starts_with(p) for p in a.service_prefixes]))
+            .then(pl.lit(a.key))
+            .otherwise(agent)
+        )
+    return agent
+
+
+def _figure_of_point() -> tuple[pl.Expr, list[str]]:
+    """Which productivity figure a metric point counts toward ("edits" for edit decisions; null:
+    none), as agents.py names them, and the metric names that feed one."""
+    attribute = pl.col("attributes").map.get
+    figure: pl.Expr = pl.lit(None, pl.String)
+    names = []
+    for agent in AGENTS:
+        specs = [(f, name, when) for f, (name, when) in agent.metrics.items()]
+        if agent.edit_decisions is not None:
+            specs.append(("edits", agent.edit_decisions[0], None))
+        for name_of_figure, name, when in specs:
+            this = (pl.col("name") == name) & (pl.col("agent") == agent.key)
+            if when is not None:
+                this = this & (attribute(when[0]) == when[1])
+            figure = pl.when(this.fill_null(False)).then(pl.lit(name_of_figure)).otherwise(figure)
+            names.append(name)
+    return figure, sorted(set(names))
+
+
+def _edit_attribute(index: int) -> pl.Expr:
+    """An edit decision's tool (1), language (2) or decision (3), by its agent's names."""
+    value: pl.Expr = pl.lit(None, pl.String)
+    for agent in AGENTS:
+        if agent.edit_decisions is not None:
+            this = pl.col("agent") == agent.key
+            key = agent.edit_decisions[index]
+            value = pl.when(this).then(pl.col("attributes").map.get(key)).otherwise(value)
+    return value
+
+
+def metric_points(table: str, raw: pl.DataFrame, prices: Prices) -> pl.DataFrame:
+    """The sum points the agents' productivity figures come from: each with the figure it
+    counts toward, its agent, user, model and day, what an edit decision decided, and its
+    series (metric, start, and a hash of its attributes and resource: a cumulative point's
+    increment is what it grew by since the previous point of its series)."""
+    figure, wanted = _figure_of_point()
+    sums = raw.filter(pl.col("name").is_in(wanted) & (pl.col("metric_type") == "sum"))
     point = pl.col("sum")
     resource = pl.col("resource").struct.field("attributes")
-    return sums.select(
-        pl.lit(table).alias("table"),
-        pl.col("name"),
-        resource.map.get("service.name").alias("service"),
-        point.struct.field("time_unix_nano").alias("time"),
-        point.struct.field("start_time_unix_nano").alias("start_time"),
-        point.struct.field("value").alias("value"),
-        point.struct.field("aggregation_temporality").alias("temporality"),
-        point.struct.field("attributes").alias("attributes"),
-        resource.alias("resource_attributes"),
+    user_keys = list(dict.fromkeys(k for a in (*AGENTS, OTHER) for k in a.user))
+    return (
+        sums.select(
+            pl.lit(table).alias("table"),
+            pl.col("name"),
+            resource.map.get("service.name").alias("service"),
+            point.struct.field("time_unix_nano").alias("time"),
+            point.struct.field("start_time_unix_nano").alias("start_time"),
+            point.struct.field("value").alias("value"),
+            point.struct.field("aggregation_temporality").alias("temporality"),
+            point.struct.field("attributes").alias("attributes"),
+            resource.alias("resource_attributes"),
+        )
+        .with_columns(_agent_of_service().alias("agent"))
+        .with_columns(
+            figure.alias("figure"),
+            pl.coalesce([pl.col("attributes").map.get(k) for k in user_keys]).alias("user"),
+            pl.col("attributes").map.get("model").alias("model"),
+            _day(),
+            *(
+                _edit_attribute(i).alias(n)
+                for i, n in ((1, "tool"), (2, "language"), (3, "decision"))
+            ),
+            pl.struct(pl.col("attributes").alias("a"), pl.col("resource_attributes").alias("r"))
+            .hash()
+            .alias("series"),
+        )
+        .filter(pl.col("figure").is_not_null())
+        .drop("attributes", "resource_attributes", "service")
+        .pipe(_categories)
     )
 
 
-class Tables:
-    """The dashboard's reading of a warehouse, cached per table and version."""
+# The proxy's routes whose providers count cached input inside the input (usage.sql).
+_INPUT_INCLUDES_CACHE = ("openai", "cursor", "gemini")
 
-    def __init__(self, warehouse: Warehouse) -> None:
+
+def usage_rows(table: str, raw: pl.DataFrame, prices: Prices) -> pl.DataFrame:
+    """The proxy's calls in the layout the filters read: ``user`` is the token name and
+    ``model`` the endpoint; priced by the model the endpoint serves (the upstream's), else by
+    the endpoint's name, with input counted without its cached part, as everywhere here."""
+    cache_read = pl.col("cache_read_input_tokens").fill_null(0)
+    frame = raw.select(
+        pl.col("request_time_unix_nano").alias("time"),
+        "agent",
+        pl.col("token_name").alias("user"),
+        pl.coalesce(["upstream_model", "endpoint"]).alias("model"),
+        "endpoint",
+        "status_code",
+        pl.when(pl.col("route").is_in(_INPUT_INCLUDES_CACHE))
+        .then(pl.col("input_tokens") - cache_read)
+        .otherwise(pl.col("input_tokens"))
+        .alias("input"),
+        pl.col("output_tokens").alias("output"),
+        pl.col("cache_read_input_tokens").alias("cache_read"),
+        pl.col("cache_creation_input_tokens").alias("cache_creation"),
+        "latency_ms",
+        "time_to_first_token_ms",
+        pl.lit(None, pl.Float64).alias("reported_cost_usd"),
+        _day("request_time_unix_nano"),
+    )
+    return _categories(priced(frame, prices).with_columns(pl.col("endpoint").alias("model")))
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of table the dashboard reads: its name's suffix, the DDL it is written by, the
+    columns read, and how its rows are shaped."""
+
+    suffix: str
+    schema: str  # schemas/<schema>.sql
+    columns: tuple[str, ...] | None  # None: all
+    shape: Callable[[str, pl.DataFrame, Prices], pl.DataFrame]
+
+    def empty(self, prices: Prices) -> pl.DataFrame:
+        """The shaped frame of no rows, for a reader who may read no table of the kind."""
+        empty = load_schema(self.schema).arrow.empty_table()
+        raw = empty.select(list(self.columns)) if self.columns else empty
+        return self.shape("", pl.from_arrow(raw), prices)  # type: ignore[arg-type]
+
+
+LOGS = Kind(
+    "_otel_logs",
+    "otel_logs",
+    ("time_unix_nano", "observed_time_unix_nano", "event_name", "attributes", "resource"),
+    events_frame,
+)
+METRICS = Kind("_otel_metrics", "otel_metrics", ("name", "metric_type", "sum", "resource"),
+               metric_points)  # fmt: skip
+USAGE = Kind("_usage", "usage", None, usage_rows)
+KINDS = (LOGS, METRICS, USAGE)
+
+
+def kind_of(table: TableName) -> Kind | None:
+    return next((k for k in KINDS if table.table.endswith(k.suffix)), None)
+
+
+class _Table:
+    """One table as the dashboard holds it: its DeltaTable, brought up to date on each read,
+    and the shaped frame of each of its data files. A new version costs the reading of the
+    files it added, not of the table: a collector appends a file every few seconds to tables
+    of millions of rows, and the page would otherwise read them whole on every load.
+
+    Files are read as they are: the collector's tables have no deletion vectors or column
+    mapping (a table written elsewhere with them would be read as if it had none)."""
+
+    def __init__(self, name: TableName, kind: Kind, warehouse: Warehouse) -> None:
+        self.name = name
+        self.kind = kind
         self.warehouse = warehouse
+        self.files = Files(warehouse, *name.parts())
+        self.delta: DeltaTable | None = None
+        self.version = -1
+        self.parts: dict[str, pl.DataFrame] = {}
+        self.frame: pl.DataFrame | None = None
+        # Requests of one page arrive together: one of them reads, the others wait for it.
+        self.lock = threading.Lock()
+
+    def read(self, prices: Prices) -> tuple[int, pl.DataFrame]:
+        """The latest version and the frame at it."""
+        with self.lock:
+            if self.delta is None:
+                uri = self.warehouse.join(*self.name.parts())
+                self.delta = DeltaTable(uri, storage_options=self.warehouse.delta_options())
+            else:
+                self.delta.update_incremental()
+            version = self.delta.version()
+            if self.frame is not None and version == self.version:
+                return version, self.frame
+            schema = pa.schema(self.delta.schema().to_arrow())
+            paths = pa.table(self.delta.get_add_actions(flatten=False))["path"].to_pylist()
+            new = [path for path in paths if path not in self.parts]
+            # Files are read side by side: a first read takes every file of the table, and
+            # pyarrow and polars let go of the GIL while they read and shape.
+            with ThreadPoolExecutor(min(len(new), os.cpu_count() or 1) or 1) as pool:
+                read = pool.map(lambda path: self._part(path, schema, prices), new)
+                added = dict(zip(new, read, strict=True))
+            parts = {path: added[path] if path in added else self.parts[path] for path in paths}
+            if parts:
+                self.frame = pl.concat(list(parts.values()), how="diagonal_relaxed")
+            else:
+                self.frame = self.kind.empty(prices)
+            self.parts = parts
+            self.version = version
+            return version, self.frame
+
+    def _part(self, path: str, schema: pa.Schema, prices: Prices) -> pl.DataFrame:
+        raw = pl.from_arrow(self._read_file(path, schema))
+        return self.kind.shape(str(self.name), raw, prices)  # type: ignore[arg-type]
+
+    def _read_file(self, path: str, schema: pa.Schema) -> pa.Table:
+        """The kind's columns of one data file; a column the table gained after the file was
+        written (usage.sql's later columns) reads as nulls."""
+        wanted = list(self.kind.columns) if self.kind.columns else schema.names
+        with self.files.reader(path) as file:
+            parquet = pq.ParquetFile(file)
+            present = set(parquet.schema_arrow.names)
+            table = parquet.read(columns=[c for c in wanted if c in present])
+        for name in wanted:
+            if name not in present:
+                field = schema.field(name)
+                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+        return table.select(wanted)
+
+
+class Tables:
+    """The dashboard's reading of a warehouse, kept per table and brought up to date by the
+    files each new version added."""
+
+    def __init__(self, warehouse: Warehouse, prices: Prices | None = None) -> None:
+        self.warehouse = warehouse
+        self.prices = prices or Prices()
         self.files = Files(warehouse)
-        self._cache: dict[TableName, TableData] = {}
+        self._tables: dict[TableName, _Table] = {}
         self._lock = threading.Lock()
 
     def names(self) -> list[TableName]:
         return find_tables(self.files)
 
     def read(self, table: TableName) -> pl.DataFrame:
-        """The table's frame (events, metric points, or the table as it is), at its latest
-        version."""
-        dt = DeltaTable(
-            self.warehouse.join(*table.parts()), storage_options=self.warehouse.delta_options()
-        )
-        version = dt.version()
+        """The table's shaped frame (its kind's, by the name's suffix), at its latest version."""
+        return self.snapshot([table])[table][1]
+
+    def snapshot(self, tables: list[TableName]) -> dict[TableName, tuple[int, pl.DataFrame]]:
+        """Of ``tables``, each of a kind the dashboard reads: its latest version and its
+        shaped frame at that version."""
+        return {t: self._held(t).read(self.prices) for t in tables if kind_of(t) is not None}
+
+    def _held(self, table: TableName) -> _Table:
+        kind = kind_of(table)
+        if kind is None:
+            raise ValueError(f"the dashboard reads no table like {table}")
         with self._lock:
-            cached = self._cache.get(table)
-        if cached is not None and cached.version == version:
-            return cached.frame
-        name = table.table
-        if name.endswith("_otel_logs"):
-            raw = pl.from_arrow(
-                dt.to_pyarrow_table(
-                    columns=[
-                        "time_unix_nano",
-                        "observed_time_unix_nano",
-                        "event_name",
-                        "attributes",
-                        "resource",
-                    ]
-                )
-            )
-            frame = events_frame(str(table), raw)  # type: ignore[arg-type]
-        elif name.endswith("_otel_metrics"):
-            raw = pl.from_arrow(
-                dt.to_pyarrow_table(columns=["name", "metric_type", "sum", "resource"])
-            )
-            frame = metric_points(str(table), raw)  # type: ignore[arg-type]
-        else:
-            frame = pl.from_arrow(dt.to_pyarrow_table())  # type: ignore[assignment]
-        with self._lock:
-            self._cache[table] = TableData(version, frame)
-        return frame
+            held = self._tables.get(table)
+            if held is None:
+                held = self._tables[table] = _Table(table, kind, self.warehouse)
+        return held

@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from collector.dashboard.agents import AGENTS, OTHER
-from collector.dashboard.data import EVENT_COLUMNS
+from collector.dashboard.data import LOGS
 from collector.prices import Prices
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "gateway",
     "increments",
     "options",
-    "priced",
     "productivity",
     "tiles",
     "tools",
@@ -85,10 +84,11 @@ class Filters:
                 raise FilterError("to must be after from")
         return filters
 
-    def events(self, frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.filter(*self._conditions(model=True))
+    def events(self, frame: pl.LazyFrame) -> pl.LazyFrame:
+        return frame.filter(*self.conditions(model=True))
 
-    def _conditions(self, *, model: bool) -> list[pl.Expr]:
+    def conditions(self, *, model: bool) -> list[pl.Expr]:
+        """The filters as polars conditions on the time, agent, user (and model) columns."""
         conditions = [pl.lit(True)]
         if self.since is not None:
             conditions.append(pl.col("time") >= self.since)
@@ -103,49 +103,30 @@ class Filters:
         return conditions
 
 
-def _events(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:
+def _lazy(frames: Iterable[pl.DataFrame]) -> pl.LazyFrame | None:
+    """The frames of one kind (collector.dashboard.data), as one lazy frame: each figure's
+    query then reads only the columns it needs (None: no frame)."""
     frames = list(frames)
-    if not frames:
-        return pl.DataFrame(schema={c: _EMPTY_EVENTS[c] for c in EVENT_COLUMNS})
-    return pl.concat(frames)
+    return pl.concat([f.lazy() for f in frames], how="diagonal_relaxed") if frames else None
 
 
-_EMPTY_EVENTS: dict[str, Any] = {
-    "table": pl.String, "time": pl.Int64, "agent": pl.String, "user": pl.String,
-    "session": pl.String, "model": pl.String, "event": pl.String, "is_call": pl.Boolean,
-    "input": pl.Int64, "output": pl.Int64, "cache_read": pl.Int64, "cache_creation": pl.Int64,
-    "reported_cost_usd": pl.Float64, "duration_ms": pl.Float64, "tool": pl.String,
-    "tool_success": pl.Boolean, "tool_duration_ms": pl.Float64, "is_error": pl.Boolean,
-    "error_status": pl.Int64, "error_message": pl.String,
-}  # fmt: skip
+def _events(frames: Iterable[pl.DataFrame]) -> pl.LazyFrame:
+    frames = list(frames)
+    if not frames:  # the reader may read no logs table: its figures are of no events
+        frames = [LOGS.empty(Prices())]
+    lazy = _lazy(frames)
+    assert lazy is not None
+    return lazy
 
 
-def _metric_frame(points: pl.DataFrame) -> pl.DataFrame:
-    """Points with the agent, user and model columns the filters read."""
-    service = pl.col("service")
-    agent = pl.lit(OTHER.key)
-    for a in reversed(AGENTS):
-        agent = (
-            pl.when(pl.any_horizontal([service.str.starts_with(p) for p in a.service_prefixes]))
-            .then(pl.lit(a.key))
-            .otherwise(agent)
-        )
-    user_keys = list(dict.fromkeys(k for a in (*AGENTS, OTHER) for k in a.user))
-    return points.with_columns(
-        agent.alias("agent"),
-        pl.coalesce([pl.col("attributes").map.get(k) for k in user_keys]).alias("user"),
-        pl.col("attributes").map.get("model").alias("model"),
-    )
-
-
-def increments(points: pl.DataFrame, filters: Filters) -> pl.DataFrame:
+def increments(points: pl.LazyFrame, filters: Filters) -> pl.LazyFrame:
     """Each point of a sum within the range, with ``increment``, what it adds: a delta point
     its value; a cumulative one what its series (same metric, attributes, resource and start)
     grew by since the series' previous point, before the range too, or from zero for the first
     (and from zero again after a reset, when the value fell)."""
-    conditions = filters._conditions(model=True)
+    conditions = filters.conditions(model=True)
     delta = points.filter(pl.col("temporality") != _CUMULATIVE, *conditions)
-    series = ["table", "name", "attributes", "resource_attributes", "start_time"]
+    series = ["table", "name", "series", "start_time"]
     previous = pl.col("value").shift(1).over(series, order_by="time")
     grown = pl.col("value") - previous.fill_null(0.0)
     cumulative = (
@@ -158,55 +139,18 @@ def increments(points: pl.DataFrame, filters: Filters) -> pl.DataFrame:
     )
 
 
-def _productivity(points: Iterable[pl.DataFrame], filters: Filters) -> dict[str, pl.DataFrame]:
+_FIGURES = ("lines_added", "lines_removed", "commits", "pull_requests", "active_time_s")
+
+
+def _productivity(points: Iterable[pl.DataFrame], filters: Filters) -> dict[str, pl.LazyFrame]:
     """Each productivity figure's increments, from every agent that sends it."""
-    frames = [p for p in points if not p.is_empty()]
-    metrics = _metric_frame(pl.concat(frames)) if frames else None
-    figures: dict[str, pl.DataFrame] = {}
-    for figure in ("lines_added", "lines_removed", "commits", "pull_requests", "active_time_s"):
-        parts = []
-        for agent in AGENTS:
-            spec = agent.metrics.get(figure)
-            if spec is None or metrics is None or filters.agent not in (None, agent.key):
-                continue
-            name, when = spec
-            selected = metrics.filter((pl.col("name") == name) & (pl.col("agent") == agent.key))
-            if when is not None:
-                selected = selected.filter(pl.col("attributes").map.get(when[0]) == when[1])
-            parts.append(increments(selected, filters))
-        figures[figure] = pl.concat(parts) if parts else pl.DataFrame()
-    return figures
+    metrics = _lazy(points)
+    if metrics is None:
+        return {}
+    return {f: increments(metrics.filter(pl.col("figure") == f), filters) for f in _FIGURES}
 
 
 _TOKENS = ("input", "output", "cache_read", "cache_creation")
-
-
-def priced(calls: pl.DataFrame, prices: Prices) -> pl.DataFrame:
-    """The calls with ``estimated_cost_usd`` where the agent reported no cost (tokens times
-    the prices of the model the call names; null for a model no price is known of) and
-    ``cost_usd``, the reported cost or else the estimate."""
-    models = calls["model"].drop_nulls().unique().to_list()
-    known = {m: p for m in models if (p := prices.price(m)) is not None}
-    table = pl.DataFrame(
-        {
-            "model": list(known),
-            **{f"_price_{k}": [getattr(p, a) for p in known.values()] for k, a in
-               zip(_TOKENS, ("input", "output", "cache_read", "cache_write"), strict=True)},
-        },
-        schema={"model": pl.String, **{f"_price_{k}": pl.Float64 for k in _TOKENS}},
-    )  # fmt: skip
-    joined = calls.join(table, on="model", how="left")
-    estimate = sum(pl.col(k).fill_null(0) * pl.col(f"_price_{k}") for k in _TOKENS) / 1e6
-    reported = pl.col("reported_cost_usd")
-    return (
-        joined.with_columns(
-            pl.when(reported.is_null()).then(estimate).alias("estimated_cost_usd"),
-        )
-        .with_columns(
-            pl.coalesce([reported, pl.col("estimated_cost_usd")]).alias("cost_usd"),
-        )
-        .drop([f"_price_{k}" for k in _TOKENS])
-    )
 
 
 def _total(column: str) -> pl.Expr:
@@ -216,38 +160,41 @@ def _total(column: str) -> pl.Expr:
 
 
 def tiles(
-    events: Iterable[pl.DataFrame],
-    points: Iterable[pl.DataFrame],
-    filters: Filters,
-    prices: Prices | None = None,
+    events: Iterable[pl.DataFrame], points: Iterable[pl.DataFrame], filters: Filters
 ) -> dict[str, Any]:
     """The headline figures: adoption, calls, tokens, cost (reported, estimated), productivity."""
     frame = filters.events(_events(events))
-    people = _events([frame]).filter(pl.col("user").is_not_null())
-    calls = priced(frame.filter(pl.col("is_call")), prices or Prices())
-    tokens = {
-        k: int(calls[k].sum() or 0) for k in ("input", "output", "cache_read", "cache_creation")
-    }
+    people = frame.select(
+        pl.col("user").drop_nulls().n_unique().alias("active_users"),
+        pl.col("session").drop_nulls().n_unique().alias("sessions"),
+    )
+    calls = frame.filter(pl.col("is_call")).select(
+        pl.len().alias("api_calls"),
+        *(pl.col(k).sum() for k in _TOKENS),
+        _total("cost_usd").alias("cost_usd"),
+        _total("reported_cost_usd").alias("reported_cost_usd"),
+        _total("estimated_cost_usd").alias("estimated_cost_usd"),
+        pl.col("cost_usd").is_null().sum().alias("unpriced_calls"),
+    )
+    sums = _productivity(points, filters)
+    added = [f.select(pl.col("increment").sum().alias(name)) for name, f in sums.items()]
+    who, figures, *productive = pl.collect_all([people, calls, *added])
+    tokens = {k: int(figures[k].item() or 0) for k in _TOKENS}
     prompt = tokens["input"] + tokens["cache_read"] + tokens["cache_creation"]
-    productivity = {
-        figure: float(frame["increment"].sum()) if frame.height else 0.0
-        for figure, frame in _productivity(points, filters).items()
+    produced = {name: 0.0 for name in _FIGURES} | {
+        f.columns[0]: float(f.item()) for f in productive
     }
     return {
-        "active_users": people["user"].n_unique(),
-        "sessions": frame.filter(pl.col("session").is_not_null())["session"].n_unique(),
-        "api_calls": calls.height,
+        "active_users": who["active_users"].item(),
+        "sessions": who["sessions"].item(),
+        "api_calls": figures["api_calls"].item(),
         "tokens": tokens,
         "cache_hit_ratio": tokens["cache_read"] / prompt if prompt else None,
-        "cost_usd": calls.select(_total("cost_usd")).item(),
-        "reported_cost_usd": calls.select(_total("reported_cost_usd")).item(),
-        "estimated_cost_usd": calls.select(_total("estimated_cost_usd")).item(),
-        "unpriced_calls": calls.filter(pl.col("cost_usd").is_null()).height,
-        "lines_added": productivity["lines_added"],
-        "lines_removed": productivity["lines_removed"],
-        "commits": productivity["commits"],
-        "pull_requests": productivity["pull_requests"],
-        "active_time_s": productivity["active_time_s"],
+        "cost_usd": figures["cost_usd"].item(),
+        "reported_cost_usd": figures["reported_cost_usd"].item(),
+        "estimated_cost_usd": figures["estimated_cost_usd"].item(),
+        "unpriced_calls": figures["unpriced_calls"].item(),
+        **produced,
     }
 
 
@@ -272,17 +219,15 @@ def _limit(text: str | None) -> int | None:
     return int(text)
 
 
-def _day(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(
-        pl.from_epoch("time", time_unit="ns").dt.date().cast(pl.String).alias("day")
-    )
+def _rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """A result as JSON rows, days as ISO dates (UTC)."""
+    if "day" in frame.columns:
+        frame = frame.with_columns(pl.col("day").cast(pl.String))
+    return frame.to_dicts()
 
 
 def calls(
-    events: Iterable[pl.DataFrame],
-    filters: Filters,
-    query: Mapping[str, str],
-    prices: Prices | None = None,
+    events: Iterable[pl.DataFrame], filters: Filters, query: Mapping[str, str]
 ) -> list[dict[str, Any]]:
     """Model calls grouped ``by`` (query: day, agent, user, model, session): their count,
     tokens, cost (reported, estimated, and the two together), and duration p50 / p95 (linear
@@ -290,12 +235,10 @@ def calls(
     by = _dimensions(query.get("by"))
     limit = _limit(query.get("limit"))
     frame = filters.events(_events(events)).filter(pl.col("is_call"))
-    frame = _day(priced(frame, prices or Prices()))
-    total = sum(pl.col(k).fill_null(0) for k in ("input", "output", "cache_read",
-                                                  "cache_creation"))  # fmt: skip
+    total = sum(pl.col(k).fill_null(0) for k in _TOKENS)
     aggregates = [
         pl.len().alias("calls"),
-        *(pl.col(k).sum().alias(k) for k in ("input", "output", "cache_read", "cache_creation")),
+        *(pl.col(k).sum().alias(k) for k in _TOKENS),
         total.sum().alias("total_tokens"),
         _total("cost_usd").alias("cost_usd"),
         _total("reported_cost_usd").alias("reported_cost_usd"),
@@ -317,24 +260,23 @@ def calls(
     )
     if limit is not None:
         grouped = grouped.head(limit)
-    return grouped.to_dicts()
+    return _rows(grouped.collect())
 
 
 def options(events: Iterable[pl.DataFrame], filters: Filters) -> dict[str, list[str]]:
     """What the filters can be set to in the range: the agents, users and models seen."""
     frame = _events(events)
-    frame = frame.filter(*Filters(filters.since, filters.until)._conditions(model=False))
-    return {
-        name: sorted(frame[name].drop_nulls().unique().to_list())
-        for name in ("agent", "user", "model")
-    }
+    frame = frame.filter(*Filters(filters.since, filters.until).conditions(model=False))
+    names = ("agent", "user", "model")
+    seen = pl.collect_all([frame.select(pl.col(n).drop_nulls().unique()) for n in names])
+    return {name: sorted(values[name].to_list()) for name, values in zip(names, seen, strict=True)}
 
 
 def tools(events: Iterable[pl.DataFrame], filters: Filters) -> list[dict[str, Any]]:
     """Tool calls by agent and tool: how many, the share that succeeded, duration p50 / p95;
     the most used first."""
     frame = filters.events(_events(events)).filter(pl.col("tool").is_not_null())
-    return (
+    return _rows(
         frame.group_by("agent", "tool")
         .agg(
             pl.len().alias("calls"),
@@ -343,7 +285,7 @@ def tools(events: Iterable[pl.DataFrame], filters: Filters) -> list[dict[str, An
             pl.col("tool_duration_ms").quantile(0.95, "linear").alias("duration_p95_ms"),
         )
         .sort(["calls", "agent", "tool"], descending=[True, False, False])
-        .to_dicts()
+        .collect()
     )
 
 
@@ -369,51 +311,35 @@ def errors(
         "agent", "user", "session", "model",
         pl.col("error_status").alias("status"), pl.col("error_message").alias("message"),
     )  # fmt: skip
-    return {"by_status": counts.to_dicts(), "recent": recent.to_dicts()}
+    counted, latest = pl.collect_all([counts, recent])
+    return {"by_status": counted.to_dicts(), "recent": latest.to_dicts()}
 
 
 def productivity(points: Iterable[pl.DataFrame], filters: Filters) -> list[dict[str, Any]]:
     """Lines added and removed, commits, pull requests and active time, per day (UTC)."""
-    days: dict[str, dict[str, Any]] = {}
-    for figure, frame in _productivity(points, filters).items():
-        if not frame.height:
-            continue
-        per_day = _day(frame).group_by("day").agg(pl.col("increment").sum())
-        for day, value in per_day.iter_rows():
-            days.setdefault(day, {"day": day})[figure] = value
-    names = ("lines_added", "lines_removed", "commits", "pull_requests", "active_time_s")
-    return [{"day": d, **{n: days[d].get(n, 0.0) for n in names}} for d in sorted(days)]
+    sums = _productivity(points, filters)
+    per_day = pl.collect_all(
+        [f.group_by("day").agg(pl.col("increment").sum().alias(name)) for name, f in sums.items()]
+    )
+    days: dict[Any, dict[str, Any]] = {}
+    for frame in per_day:
+        name = frame.columns[1]
+        for day, value in frame.iter_rows():
+            days.setdefault(day, {})[name] = value
+    return [{"day": str(d), **{n: days[d].get(n, 0.0) for n in _FIGURES}} for d in sorted(days)]
 
 
 def edits(points: Iterable[pl.DataFrame], filters: Filters) -> list[dict[str, Any]]:
     """Edit suggestions accepted and rejected, by tool and language, from the agents that
     count them (Claude Code's claude_code.code_edit_tool.decision), most decided first."""
-    frames = [p for p in points if not p.is_empty()]
-    if not frames:
+    metrics = _lazy(points)
+    if metrics is None:
         return []
-    metrics = _metric_frame(pl.concat(frames))
-    parts = []
-    for agent in AGENTS:
-        if agent.edit_decisions is None or filters.agent not in (None, agent.key):
-            continue
-        name, tool, language, decision = agent.edit_decisions
-        selected = metrics.filter((pl.col("name") == name) & (pl.col("agent") == agent.key))
-        attribute = pl.col("attributes").map.get
-        parts.append(
-            increments(selected, filters).select(
-                attribute(tool).alias("tool"),
-                attribute(language).alias("language"),
-                attribute(decision).alias("decision"),
-                "increment",
-            )
-        )
-    if not parts:
-        return []
-    frame = pl.concat(parts)
+    decided = increments(metrics.filter(pl.col("figure") == "edits"), filters)
     accepted = pl.col("increment").filter(pl.col("decision") == "accept").sum()
     rejected = pl.col("increment").filter(pl.col("decision") == "reject").sum()
     rows = (
-        frame.group_by("tool", "language")
+        decided.group_by("tool", "language")
         .agg(accepted.alias("accepted"), rejected.alias("rejected"))
         .with_columns(
             (pl.col("accepted") / (pl.col("accepted") + pl.col("rejected"))).alias(
@@ -423,55 +349,22 @@ def edits(points: Iterable[pl.DataFrame], filters: Filters) -> list[dict[str, An
         .with_columns((pl.col("accepted") + pl.col("rejected")).alias("decisions"))
         .sort(["decisions", "tool", "language"], descending=[True, False, False], nulls_last=True)
     )
-    return rows.drop("decisions").to_dicts()
+    return rows.drop("decisions").collect().to_dicts()
 
 
-# The proxy's routes whose providers count cached input inside the input (usage.sql).
-_INPUT_INCLUDES_CACHE = ("openai", "cursor", "gemini")
-
-
-def gateway(
-    usage: Iterable[pl.DataFrame], filters: Filters, prices: Prices | None = None
-) -> dict[str, Any]:
+def gateway(usage: Iterable[pl.DataFrame], filters: Filters) -> dict[str, Any]:
     """The proxy's calls, from its usage tables: requests by status per day, tokens per token
     name per day, latency and time to first token by endpoint (with errors and estimated
     cost), and the rate-limit refusals (429) per token name. The filters read the usage
     columns: agent, ``user`` as the token name, ``model`` as the endpoint."""
-    frames = [u for u in usage if not u.is_empty()]
-    if not frames:
+    lazy = _lazy(u for u in usage if not u.is_empty())
+    if lazy is None:
         return {"by_status": [], "tokens": [], "endpoints": [], "refusals": []}
-    cache_read = pl.col("cache_read_input_tokens").fill_null(0)
-    frame = pl.concat(frames, how="diagonal_relaxed").select(
-        pl.col("request_time_unix_nano").alias("time"),
-        "agent",
-        pl.col("token_name").alias("user"),
-        pl.col("endpoint").alias("model"),
-        "endpoint",
-        "upstream_model",
-        "status_code",
-        pl.when(pl.col("route").is_in(_INPUT_INCLUDES_CACHE))
-        .then(pl.col("input_tokens") - cache_read)
-        .otherwise(pl.col("input_tokens"))
-        .alias("input"),
-        pl.col("output_tokens").alias("output"),
-        pl.col("cache_read_input_tokens").alias("cache_read"),
-        pl.col("cache_creation_input_tokens").alias("cache_creation"),
-        "latency_ms",
-        "time_to_first_token_ms",
-    )
-    frame = _day(filters.events(frame))
-    # Priced by the model the endpoint serves (the upstream's), else by the endpoint's name.
-    priced_frame = priced(
-        frame.with_columns(
-            pl.coalesce(["upstream_model", "endpoint"]).alias("model"),
-            pl.lit(None, pl.Float64).alias("reported_cost_usd"),
-        ),
-        prices or Prices(),
-    )
+    frame = filters.events(lazy)
     tokens = [_total(k).alias(k) for k in _TOKENS]  # null: the provider reported none
     by_status = frame.group_by("day", "status_code").agg(pl.len().alias("requests"))
     per_token = frame.group_by("day", "user").agg(*tokens).rename({"user": "token_name"})
-    endpoints = priced_frame.group_by("endpoint").agg(
+    endpoints = frame.group_by("endpoint").agg(
         pl.len().alias("requests"),
         (pl.col("status_code") >= 400).sum().alias("errors"),
         *tokens,
@@ -487,9 +380,15 @@ def gateway(
         .agg(pl.len().alias("refusals"))
         .rename({"user": "token_name"})
     )
+    status, spent, served, refused = pl.collect_all([
+        by_status.sort("day", "status_code"),
+        per_token.sort("day", "token_name", nulls_last=True),
+        endpoints.sort(["requests", "endpoint"], descending=[True, False]),
+        refusals.sort(["refusals", "token_name"], descending=[True, False]),
+    ])  # fmt: skip
     return {
-        "by_status": by_status.sort("day", "status_code").to_dicts(),
-        "tokens": per_token.sort("day", "token_name", nulls_last=True).to_dicts(),
-        "endpoints": endpoints.sort(["requests", "endpoint"], descending=[True, False]).to_dicts(),
-        "refusals": refusals.sort(["refusals", "token_name"], descending=[True, False]).to_dicts(),
+        "by_status": _rows(status),
+        "tokens": _rows(spent),
+        "endpoints": served.to_dicts(),
+        "refusals": refused.to_dicts(),
     }

@@ -252,12 +252,12 @@ async function refresh() {
   problem.hidden = true;
   if (!(await signedIn())) return;
   try {
-    const [tiles, options, byDayUser, byModel, sessions, tools, errors, days, edits, gw] = await Promise.all([
+    const [tiles, options, byDayUser, byModel, sessions, tools, errors, days, edits, gw, allTime] = await Promise.all([
       get("tiles"), get("options"), get("calls", { by: "day,user" }), get("calls", { by: "model" }),
       get("calls", { by: "session", limit: "10" }), get("tools"), get("errors", { limit: "20" }),
-      get("productivity"), get("edits"), get("gateway"),
+      get("productivity"), get("edits"), get("gateway"), getAllTime("options"),
     ]);
-    const everSeen = (await getAllTime("options")).agent;
+    const everSeen = allTime.agent;
     document.getElementById("login").hidden = true;
     document.getElementById("content").hidden = false;
     fillOptions(options);

@@ -109,13 +109,23 @@ def _vary(record: LogRecord, rnd: random.Random, at: int, sequence: int, prompt:
                 v.string_value = str(rnd.randrange(1, 100_000))
 
 
-def _agent_logs(n_requests: int, distinct: bool = False) -> list[Request]:
+def agent_logs(
+    n_requests: int,
+    distinct: bool = False,
+    *,
+    seed: int = 16,
+    start_ns: int | None = None,
+    step_ns: int = 7_000_000,
+) -> list[Request]:
+    """The agent-logs workload; ``seed`` draws other sessions and values (the 25 users stay),
+    records ``step_ns`` apart from ``start_ns`` (now)."""
     capture = _claude_capture()
     rl0 = capture.resource_logs[0]
     templates = list(rl0.scope_logs[0].log_records)
     rnd = random.Random(16)
-    now = time.time_ns()
     users = [f"{rnd.getrandbits(256):064x}" for _ in range(_SESSIONS // 2)]
+    rnd = random.Random(seed) if seed != 16 else rnd
+    now = time.time_ns() if start_ns is None else start_ns
     out = []
     for r in range(n_requests):
         session = str(uuid.UUID(int=rnd.getrandbits(128)))
@@ -130,7 +140,7 @@ def _agent_logs(n_requests: int, distinct: bool = False) -> list[Request]:
             record.CopyFrom(templates[i % len(templates)])
             if i % len(templates) == 0:
                 prompt = str(uuid.UUID(int=rnd.getrandbits(128)))
-            at = now + (r * RECORDS_PER_REQUEST + i) * 7_000_000 + rnd.randrange(1_000_000)
+            at = now + (r * RECORDS_PER_REQUEST + i) * step_ns + rnd.randrange(1_000_000)
             _vary(record, rnd, at, i, prompt)
             for a in record.attributes:
                 if a.key == "session.id":
@@ -145,7 +155,7 @@ def _agent_logs(n_requests: int, distinct: bool = False) -> list[Request]:
 
 
 def _high_cardinality(n_requests: int) -> list[Request]:
-    return _agent_logs(n_requests, distinct=True)
+    return agent_logs(n_requests, distinct=True)
 
 
 def _repeated_logs(n_requests: int) -> list[Request]:
@@ -253,7 +263,7 @@ def _mixed(n_requests: int) -> list[Request]:
 
 def build(workload: str, n_requests: int) -> list[Request]:
     return {
-        "agent-logs": _agent_logs,
+        "agent-logs": agent_logs,
         "agent-logs-repeated": _repeated_logs,
         "high-cardinality": _high_cardinality,
         "agent-metrics": _codex_metrics,

@@ -37,13 +37,14 @@ run: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Ingest throughput, a table that lives for days (maintenance on and off), then ingest into
-# object storage (moto's S3, Azurite) by 1 and 3 replicas: tables of figures, and JSON under
-# benchmarks/results/. --quick: a few minutes in all.
+# Ingest throughput, a table that lives for days (maintenance on and off), ingest into object
+# storage (moto's S3, Azurite) by 1 and 3 replicas, then the dashboard's page over a million
+# rows a table: tables of figures, and JSON under benchmarks/results/. --quick: a few minutes.
 bench: install
 	$(PY) -m benchmarks $(BENCH_ARGS)
 	$(PY) -m benchmarks.longtable $(BENCH_ARGS)
 	$(PY) -m benchmarks.objectstore $(BENCH_ARGS)
+	$(PY) -m benchmarks.dashboard $(BENCH_ARGS)
 
 # A long fuzzing run: hypothesis with a large budget, then atheris (coverage-guided).
 fuzz: install

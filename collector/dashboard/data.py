@@ -409,7 +409,13 @@ class Tables:
     def snapshot(self, tables: list[TableName]) -> dict[TableName, tuple[int, pl.DataFrame]]:
         """Of ``tables``, each of a kind the dashboard reads: its latest version and its
         shaped frame at that version."""
-        return {t: self._held(t).read(self.prices) for t in tables if kind_of(t) is not None}
+        held = [self._held(t) for t in tables if kind_of(t) is not None]
+        if len(held) < 2:
+            return {h.name: h.read(self.prices) for h in held}
+        # Side by side: after a flush each table has a file to read.
+        with ThreadPoolExecutor(min(len(held), os.cpu_count() or 1)) as pool:
+            return dict(zip((h.name for h in held), pool.map(lambda h: h.read(self.prices), held),
+                            strict=True))  # fmt: skip
 
     def _held(self, table: TableName) -> _Table:
         kind = kind_of(table)

@@ -247,6 +247,13 @@ async function signedIn() {
   return false;
 }
 
+// plotly.js runs after this script (both deferred): the figures are asked for meanwhile, and
+// drawn once it has run (DOMContentLoaded comes after every deferred script).
+const plotlyReady = new Promise((resolve) => {
+  if (typeof Plotly !== "undefined") resolve();
+  else document.addEventListener("DOMContentLoaded", resolve);
+});
+
 async function refresh() {
   const problem = document.getElementById("problem");
   problem.hidden = true;
@@ -258,6 +265,7 @@ async function refresh() {
       get("productivity"), get("edits"), get("gateway"), getAllTime("options"),
     ]);
     const everSeen = allTime.agent;
+    await plotlyReady;
     document.getElementById("login").hidden = true;
     document.getElementById("content").hidden = false;
     fillOptions(options);

@@ -1008,5 +1008,15 @@ def test_gateway_panels_equal_sql_over_the_usage_table(fed: tuple[CollectorProce
     assert set(want) == {"databricks-claude-opus-4-6", "databricks-gpt-5-2"}
     for endpoint, cost in want.items():
         assert got[endpoint]["estimated_cost_usd"] == pytest.approx(cost) and cost > 0
-    filtered = _get(proc, "/dashboard/api/gateway?model=databricks-gpt-5-2", tokens["reader"])[1]
-    assert [r["endpoint"] for r in filtered["endpoints"]] == ["databricks-gpt-5-2"]
+    filtered = _get(proc, "/dashboard/api/gateway?endpoint=databricks-gpt-5-2", tokens["reader"])
+    assert [r["endpoint"] for r in filtered[1]["endpoints"]] == ["databricks-gpt-5-2"]
+    # The model filter reads the model the endpoint serves; the token filter the caller's name.
+    served = _get(proc, "/dashboard/api/gateway?model=gpt-5.2", tokens["reader"])[1]
+    assert served["endpoints"] == filtered[1]["endpoints"]
+    refused = _get(proc, "/dashboard/api/gateway?token=caller", tokens["reader"])[1]
+    assert refused["refusals"] == [{"token_name": "caller", "refusals": 1}]
+    assert {r["token_name"] for r in refused["tokens"]} == {"caller"}
+    nobody = _get(proc, "/dashboard/api/gateway?token=nobody", tokens["reader"])[1]
+    assert nobody == {"by_status": [], "tokens": [], "endpoints": [], "refusals": []}
+    options = _get(proc, "/dashboard/api/options", tokens["reader"])[1]
+    assert options["endpoint"] == sorted(got) and "caller" in options["token"]

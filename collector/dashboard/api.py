@@ -93,7 +93,7 @@ class Dashboard:
             },
             "tables": lambda n, t, f, q: {"tables": [str(name) for name in n]},
             "calls": rows(fig.calls, logs),
-            "options": lambda n, t, f, q: fig.options(frames(t, logs), f),
+            "options": lambda n, t, f, q: fig.options(frames(t, logs), frames(t, usage), f),
             "tools": rows(lambda e, f, q: fig.tools(e, f), logs),
             "errors": lambda n, t, f, q: fig.errors(frames(t, logs), f, q),
             "productivity": rows(lambda m, f, q: fig.productivity(m, f), metrics),

@@ -261,14 +261,14 @@ _INPUT_INCLUDES_CACHE = ("openai", "cursor", "gemini")
 
 
 def usage_rows(table: str, raw: pl.DataFrame, prices: Prices) -> pl.DataFrame:
-    """The proxy's calls in the layout the filters read: ``user`` is the token name and
-    ``model`` the endpoint; priced by the model the endpoint serves (the upstream's), else by
-    the endpoint's name, with input counted without its cached part, as everywhere here."""
+    """The proxy's calls in the layout the filters read: ``model`` is the model the endpoint
+    serves (the upstream's), else the endpoint's name, by which the call is priced, with input
+    counted without its cached part, as everywhere here."""
     cache_read = pl.col("cache_read_input_tokens").fill_null(0)
     frame = raw.select(
         pl.col("request_time_unix_nano").alias("time"),
         "agent",
-        pl.col("token_name").alias("user"),
+        "token_name",
         pl.coalesce(["upstream_model", "endpoint"]).alias("model"),
         "endpoint",
         "status_code",
@@ -284,7 +284,7 @@ def usage_rows(table: str, raw: pl.DataFrame, prices: Prices) -> pl.DataFrame:
         pl.lit(None, pl.Float64).alias("reported_cost_usd"),
         _day("request_time_unix_nano"),
     )
-    return _categories(priced(frame, prices).with_columns(pl.col("endpoint").alias("model")))
+    return _categories(priced(frame, prices))
 
 
 @dataclass(frozen=True)

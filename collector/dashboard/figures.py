@@ -65,6 +65,8 @@ class Filters:
     agent: str | None = None
     user: str | None = None
     model: str | None = None
+    endpoint: str | None = None  # the proxy's: its usage rows only
+    token: str | None = None  # the name of the proxy's caller's token: its usage rows only
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> Filters:
@@ -78,6 +80,8 @@ class Filters:
             agent,
             query.get("user") or None,
             query.get("model") or None,
+            query.get("endpoint") or None,
+            query.get("token") or None,
         )
         if filters.since is not None and filters.until is not None:
             if filters.until <= filters.since:
@@ -87,19 +91,21 @@ class Filters:
     def events(self, frame: pl.LazyFrame) -> pl.LazyFrame:
         return frame.filter(*self.conditions(model=True))
 
-    def conditions(self, *, model: bool) -> list[pl.Expr]:
-        """The filters as polars conditions on the time, agent, user (and model) columns."""
+    def conditions(self, *, model: bool = True, usage: bool = False) -> list[pl.Expr]:
+        """The filters as polars conditions on the time, agent, user and model columns of the
+        events and metric points; with ``usage``, on the proxy's usage rows, which have the
+        token name and the endpoint instead of a user (their model is the upstream's)."""
         conditions = [pl.lit(True)]
         if self.since is not None:
             conditions.append(pl.col("time") >= self.since)
         if self.until is not None:
             conditions.append(pl.col("time") < self.until)
-        if self.agent is not None:
-            conditions.append(pl.col("agent") == self.agent)
-        if self.user is not None:
-            conditions.append(pl.col("user") == self.user)
-        if model and self.model is not None:
-            conditions.append(pl.col("model") == self.model)
+        named = {"agent": self.agent, "model": self.model if model else None}
+        if usage:
+            named |= {"token_name": self.token, "endpoint": self.endpoint}
+        else:
+            named["user"] = self.user
+        conditions += [pl.col(column) == value for column, value in named.items() if value]
         return conditions
 
 
@@ -269,13 +275,21 @@ def calls(
     return _rows(grouped.collect())
 
 
-def options(events: Iterable[pl.DataFrame], filters: Filters) -> dict[str, list[str]]:
-    """What the filters can be set to in the range: the agents, users and models seen."""
-    frame = _events(events)
-    frame = frame.filter(*Filters(filters.since, filters.until).conditions(model=False))
-    names = ("agent", "user", "model")
-    seen = pl.collect_all([frame.select(pl.col(n).drop_nulls().unique()) for n in names])
-    return {name: sorted(values[name].to_list()) for name, values in zip(names, seen, strict=True)}
+def options(
+    events: Iterable[pl.DataFrame], usage: Iterable[pl.DataFrame], filters: Filters
+) -> dict[str, list[str]]:
+    """What the filters can be set to in the range: the agents, users and models seen in the
+    events, and the endpoints and token names in the proxy's usage."""
+    in_range = Filters(filters.since, filters.until).conditions(model=False)
+    frame = _events(events).filter(*in_range)
+    calls = _lazy(u for u in usage if not u.is_empty())
+    names = [("agent", frame, "agent"), ("user", frame, "user"), ("model", frame, "model")]
+    if calls is not None:
+        calls = calls.filter(*in_range)
+        names += [("endpoint", calls, "endpoint"), ("token", calls, "token_name")]
+    seen = pl.collect_all([f.select(pl.col(c).drop_nulls().unique()) for _, f, c in names])
+    found = {n: sorted(v[c].to_list()) for (n, _, c), v in zip(names, seen, strict=True)}
+    return {"endpoint": [], "token": [], **found}
 
 
 def tools(events: Iterable[pl.DataFrame], filters: Filters) -> list[dict[str, Any]]:
@@ -361,15 +375,15 @@ def edits(points: Iterable[pl.DataFrame], filters: Filters) -> list[dict[str, An
 def gateway(usage: Iterable[pl.DataFrame], filters: Filters) -> dict[str, Any]:
     """The proxy's calls, from its usage tables: requests by status per day, tokens per token
     name per day, latency and time to first token by endpoint (with errors and estimated
-    cost), and the rate-limit refusals (429) per token name. The filters read the usage
-    columns: agent, ``user`` as the token name, ``model`` as the endpoint."""
+    cost), and the rate-limit refusals (429) per token name. Filtered by time, agent, model
+    (the upstream's), endpoint and token name."""
     lazy = _lazy(u for u in usage if not u.is_empty())
     if lazy is None:
         return {"by_status": [], "tokens": [], "endpoints": [], "refusals": []}
-    frame = filters.events(lazy)
+    frame = lazy.filter(*filters.conditions(usage=True))
     tokens = [_total(k).alias(k) for k in _TOKENS]  # null: the provider reported none
     by_status = frame.group_by("day", "status_code").agg(pl.len().alias("requests"))
-    per_token = frame.group_by("day", "user").agg(*tokens).rename({"user": "token_name"})
+    per_token = frame.group_by("day", "token_name").agg(*tokens)
     endpoints = frame.group_by("endpoint").agg(
         pl.len().alias("requests"),
         (pl.col("status_code") >= 400).sum().alias("errors"),
@@ -382,9 +396,8 @@ def gateway(usage: Iterable[pl.DataFrame], filters: Filters) -> dict[str, Any]:
     )
     refusals = (
         frame.filter(pl.col("status_code") == 429)
-        .group_by("user")
+        .group_by("token_name")
         .agg(pl.len().alias("refusals"))
-        .rename({"user": "token_name"})
     )
     status, spent, served, refused = pl.collect_all([
         by_status.sort("day", "status_code"),

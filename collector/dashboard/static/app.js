@@ -187,7 +187,7 @@ for (const link of document.querySelectorAll("a.csv")) {
 }
 
 function fillOptions(options) {
-  for (const name of ["agent", "user", "model"]) {
+  for (const name of ["agent", "user", "model", "endpoint", "token"]) {
     const select = form.elements[name];
     const chosen = select.value;
     select.replaceChildren(new Option("all", ""), ...options[name].map((v) => new Option(v, v)));

@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Price", "Prices", "PricesError"]
 
@@ -37,14 +38,37 @@ class Price:
     cache_read: float
     cache_write: float
 
+    @classmethod
+    def from_toml(cls, table: Any, where: str) -> Price:
+        """A price as a TOML table gives it: ``input`` and ``output`` USD per million tokens,
+        ``cache_read`` and ``cache_write`` optional (the input price if absent)."""
+        try:
+            return cls(
+                float(table["input"]),
+                float(table["output"]),
+                float(table.get("cache_read", table["input"])),
+                float(table.get("cache_write", table["input"])),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise PricesError(
+                f"{where}: needs input and output in USD per million tokens (cache_read, "
+                f"cache_write optional): {e}"
+            ) from None
+
+    def parts(
+        self, input: int, output: int, cache_read: int, cache_write: int
+    ) -> tuple[float, float, float, float]:
+        """What each kind of token of a call costs, USD: ``input`` counts the uncached input."""
+        return (
+            input * self.input / _PER_MILLION,
+            output * self.output / _PER_MILLION,
+            cache_read * self.cache_read / _PER_MILLION,
+            cache_write * self.cache_write / _PER_MILLION,
+        )
+
     def cost(self, input: int, output: int, cache_read: int, cache_write: int) -> float:
         """The price of a call: ``input`` counts the uncached input only."""
-        return (
-            input * self.input
-            + output * self.output
-            + cache_read * self.cache_read
-            + cache_write * self.cache_write
-        ) / _PER_MILLION
+        return sum(self.parts(input, output, cache_read, cache_write))
 
 
 @dataclass(frozen=True)
@@ -66,27 +90,18 @@ class Prices:
         models = data.get("models", {})
         if not isinstance(models, dict) or not all(isinstance(v, str) for v in models.values()):
             raise PricesError(f'prices file {path}: [models] maps names to "provider/model"')
-        overrides = {}
-        for name, table in data.get("price", {}).items():
-            try:
-                overrides[name] = Price(
-                    float(table["input"]),
-                    float(table["output"]),
-                    float(table.get("cache_read", table["input"])),
-                    float(table.get("cache_write", table["input"])),
-                )
-            except (KeyError, TypeError, ValueError) as e:
-                raise PricesError(
-                    f"prices file {path}, [price.{name!r}]: needs input and output in USD per "
-                    f"million tokens (cache_read, cache_write optional): {e}"
-                ) from None
+        overrides = {
+            name: Price.from_toml(table, f"prices file {path}, [price.{name!r}]")
+            for name, table in data.get("price", {}).items()
+        }
         unknown = set(data) - {"models", "price"}
         if unknown:
             raise PricesError(f"prices file {path}: unknown section(s) {sorted(unknown)}")
         return cls(dict(models), overrides)
 
     def price(self, name: str | None) -> Price | None:
-        """The price per million tokens of the model ``name`` stands for; None if unknown."""
+        """The price per million tokens of the model ``name`` stands for (a name, or
+        ``provider/model``); None if unknown."""
         if not name:
             return None
         if name in self.overrides:
@@ -95,6 +110,11 @@ class Prices:
         if mapped is not None:
             provider, _, model = mapped.rpartition("/")
             return _known(model, provider or None)
+        if "/" in name:
+            provider, _, model = name.rpartition("/")
+            found = _known(model, provider)
+            if found is not None:
+                return found
         for candidate in _candidates(name):
             found = _known(candidate, None)
             if found is not None:

@@ -256,6 +256,17 @@ class TableSchema:
         found = json.loads(delta_json) if isinstance(delta_json, str) else delta_json
         _compare_struct(Struct(self.columns), found, "")
 
+    def missing_columns(self, delta_json: str | dict[str, Any]) -> list[Column]:
+        """The DDL's top-level columns that a table written by an earlier version lacks, if
+        that is all that differs (each column it has, the DDL has, with the same type): the
+        columns to add to it. Raises :class:`SchemaMismatch` on any other difference."""
+        found = json.loads(delta_json) if isinstance(delta_json, str) else delta_json
+        present = {f["name"] for f in found.get("fields", [])}
+        missing = [c for c in self.columns if c.name not in present]
+        kept = tuple(c for c in self.columns if c.name in present)
+        _compare_struct(Struct(kept), found, "")
+        return missing
+
 
 def to_arrow(t: SqlType) -> pa.DataType:
     if isinstance(t, Primitive):

@@ -162,7 +162,11 @@ class Collector:
                 )
             if self.config.proxy_config is not None:
                 await install_proxy(
-                    app, self.pipeline, self.config.proxy_config, self.config.read_timeout
+                    app,
+                    self.pipeline,
+                    self.config.proxy_config,
+                    self.config.read_timeout,
+                    self.config.price_list,
                 )
             self._http = web.AppRunner(
                 app,

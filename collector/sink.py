@@ -35,6 +35,7 @@ import structlog
 from deltalake import (
     CommitProperties,
     DeltaTable,
+    Field,
     PostCommitHookProperties,
     Transaction,
     write_deltalake,
@@ -43,7 +44,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
 from collector.filestats import INDEXED_COLUMNS_PROPERTY, file_stats, primitive_columns
-from collector.schema import TableSchema, schema_for_table
+from collector.schema import TableSchema, schema_for_table, to_arrow
 from collector.storage import Files, Warehouse
 from collector.tables import TableName
 
@@ -165,11 +166,32 @@ class DeltaSink:
                         dt = self._open(table)
                     except Exception:
                         raise create_error from None
+            if schema.missing_columns(dt.schema().to_json()):
+                dt = self._add_columns(table, dt, schema)
             schema.check_delta_schema(dt.schema().to_json())
             self._tables[table] = dt
             self._checked.add(table)
             self._loaded_at[table] = dt.version()
             return created
+
+    def _add_columns(self, table: TableName, dt: DeltaTable, schema: TableSchema) -> DeltaTable:
+        """The table with the DDL's columns it lacks added, in place (a metadata commit: no
+        file is rewritten; its rows read the new columns as null). Of several writers that
+        find the table so at once, one adds them; the others see them added."""
+        for attempt in range(_COMMIT_ATTEMPTS):
+            missing = schema.missing_columns(dt.schema().to_json())
+            if not missing:
+                break
+            fields = [Field.from_arrow(pa.field(c.name, to_arrow(c.type))) for c in missing]
+            try:
+                dt.alter.add_columns(fields)
+            except CommitFailedError:
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+                dt = self._open(table)  # another writer committed first: look again
+                continue
+            log.info("table gained columns", table=str(table), columns=[c.name for c in missing])
+        return dt
 
     def append(self, table: TableName, entries: Sequence[tuple[int, pa.RecordBatch]]) -> int | None:
         """Append the batches of ``entries`` (sequence number, batch), in order, as one commit.

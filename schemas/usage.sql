@@ -20,7 +20,18 @@ CREATE TABLE <catalog>.<schema>.<table_prefix>_usage (
   reasoning_tokens LONG,
   latency_ms DOUBLE,
   time_to_first_token_ms DOUBLE,
-  streamed BOOLEAN
+  streamed BOOLEAN,
+  -- The call's estimated cost in USD: its tokens priced by the model priced_model names
+  -- (genai-prices' data, the endpoint's price_model, or its price in proxy.toml), uncached
+  -- input, output, cache reads and cache writes apart; all NULL when no price is known for
+  -- the model or the provider reported no usage. Added after the first version: a usage table
+  -- written before gains these columns in place, its rows reading them as NULL.
+  priced_model STRING,
+  input_cost_usd DOUBLE,
+  output_cost_usd DOUBLE,
+  cache_read_cost_usd DOUBLE,
+  cache_write_cost_usd DOUBLE,
+  estimated_cost_usd DOUBLE
 ) USING DELTA
 TBLPROPERTIES (
   'otel.schemaVersion' = 'v1'

@@ -8,17 +8,23 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import httpx2 as httpx  # the HTTP client the SDKs themselves use
 import openai
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable, write_deltalake
+from genai_prices import Usage as PriceUsage
+from genai_prices import calc_price
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
 from collector.auth import add_token
+from collector.schema import load_schema
 from tests import upstream_stub as up
 from tests.conftest import CollectorProcess
 from tests.readers import read_both, read_polars
@@ -206,6 +212,37 @@ def usage(
         "status_code": status,
         **dict(zip(names, tokens or (None,) * 5, strict=True)),
         "streamed": streamed,
+        **cost(route, model, tokens),
+    }
+
+
+def cost(route: str, model: str, tokens: tuple[int, int, int, int, int] | None) -> dict:
+    """The cost columns a call's usage row must hold: each kind of token priced by
+    genai-prices' own calc_price (OpenAI's and Gemini's input counts its cached part; Gemini
+    bills its thoughts as output); all None for a model it does not know or no usage."""
+    names = ("input_cost_usd", "output_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd")
+
+    def price(**counts: int) -> float:
+        return float(calc_price(PriceUsage(**counts), model_ref=model).total_price)
+
+    try:
+        price(input_tokens=1)
+    except LookupError:
+        tokens = None
+    if tokens is None:
+        return {"priced_model": None, **dict.fromkeys(names), "estimated_cost_usd": None}
+    inp, out, read, write, reasoning = tokens
+    uncached = inp - read if route in ("openai", "cursor", "gemini") else inp
+    parts = [
+        price(input_tokens=uncached),
+        price(output_tokens=out + (reasoning if route == "gemini" else 0)),
+        price(input_tokens=read, cache_read_tokens=read),
+        price(input_tokens=write, cache_write_tokens=write),
+    ]
+    return {
+        "priced_model": model,
+        **{n: pytest.approx(v, rel=1e-9, abs=1e-15) for n, v in zip(names, parts, strict=True)},
+        "estimated_cost_usd": pytest.approx(sum(parts), rel=1e-9),
     }
 
 
@@ -216,7 +253,7 @@ def assert_forwarded_with_provider_key(seen: up.Seen, header: str, value: str, c
     assert all(caller not in v for v in seen.headers.values())
 
 
-def claude(gw: Gateway, token: str, ua: str, **kw: Any) -> anthropic.Anthropic:
+def claude(gw: Gateway | CollectorProcess, token: str, ua: str, **kw: Any) -> anthropic.Anthropic:
     return anthropic.Anthropic(
         base_url=gw.url("/anthropic"),
         api_key=None,
@@ -690,3 +727,88 @@ def test_first_byte_latency_added_by_the_proxy(gw: Gateway) -> None:
     )
     print(f"first byte: direct {direct * 1000:.2f} ms, through the proxy {proxied * 1000:.2f} ms")
     assert proxied - direct < 0.05
+
+
+# The columns usage.sql gained after its first version (the estimated cost of each call).
+COST_COLUMNS = ("priced_model", "input_cost_usd", "output_cost_usd", "cache_read_cost_usd",
+                "cache_write_cost_usd", "estimated_cost_usd")  # fmt: skip
+
+
+def test_a_usage_table_from_before_the_cost_columns_gains_them_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    """A usage table an earlier version made (today's DDL without the cost columns), with
+    rows: two workers starting on it add the columns in place (no file rewritten, nothing
+    refused), the old rows read them as null and the new call's row has its cost."""
+    schema = load_schema("usage")
+    old = pa.schema([f for f in schema.arrow if f.name not in COST_COLUMNS])
+    path = tmp_path / "warehouse" / "main" / "ai_gateway" / "agents_usage"
+    rows = [
+        {"request_id": f"{i:032x}", "request_time_unix_nano": 1_700_000_000_000_000_000 + i,
+         "token_name": "alice", "agent": "claude-code", "user_agent": "claude-cli/2.0.1",
+         "route": "anthropic", "operation": "messages", "endpoint": "databricks-claude-opus-4-6",
+         "upstream_model": "claude-opus-4-6", "status_code": 200, "input_tokens": 10 + i,
+         "output_tokens": 5 * i, "cache_read_input_tokens": i, "cache_creation_input_tokens": 0,
+         "reasoning_tokens": None, "latency_ms": 120.5 + i, "time_to_first_token_ms": 80.25,
+         "streamed": bool(i % 2)}
+        for i in range(3)
+    ]  # fmt: skip
+    table = DeltaTable.create(str(path), schema=old, configuration=schema.properties,
+                              raise_if_key_not_exists=False)  # fmt: skip
+    write_deltalake(table, pa.Table.from_pylist(rows, schema=old), mode="append")
+    (old_file,) = DeltaTable(str(path)).file_uris()
+
+    stub = up.Stub()
+    stub.start()
+    tokens = tmp_path / "tokens.toml"
+    alice = add_token(tokens, "alice", ["endpoint:databricks-*"])
+    reader = add_token(tokens, "reader", ["read:main.ai_gateway.*"])
+    config = tmp_path / "proxy.toml"
+    config.write_text(PROXY_TOML.format(url=stub.url))
+    proc = CollectorProcess(tmp_path / "warehouse", "--proxy-config", str(config),
+                            "--tokens-file", str(tokens), "--workers", "2", env=KEYS)  # fmt: skip
+    try:
+        ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+        for _ in range(4):  # over the two workers
+            claude(proc, alice, ua).messages.create(
+                model="databricks-claude-opus-4-6", max_tokens=64,
+                messages=[{"role": "user", "content": "Say hello"}],
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while len(read_polars(path)) < 7:
+            assert time.monotonic() < deadline, "the calls' rows did not land"
+            time.sleep(0.2)
+        got = sorted(read_both(path, key=lambda r: r["request_id"]),
+                     key=lambda r: r["request_time_unix_nano"])  # fmt: skip
+        # The dashboard reads the table's files of both shapes: the old rows priced by its
+        # own estimate, the new ones by the cost the proxy stored.
+        answer = httpx.get(proc.url("/dashboard/api/gateway"),
+                           headers={"Authorization": f"Bearer {reader}"}, timeout=60)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        (endpoint,) = answer.json()["endpoints"]
+    finally:
+        assert proc.stop() == 0
+        stub.stop()
+    dt = DeltaTable(str(path))
+    assert [f.name for f in dt.schema().fields] == [*old.names, *COST_COLUMNS]
+    assert old_file in dt.file_uris()  # added in place: the old rows' file is the same file
+    assert got[:3] == [{**r, **dict.fromkeys(COST_COLUMNS)} for r in rows]
+    for row in got[3:]:
+        tokens_of = tuple(row[k] for k in ("input_tokens", "output_tokens",
+                                           "cache_read_input_tokens",
+                                           "cache_creation_input_tokens", "reasoning_tokens"))  # fmt: skip
+        assert {k: row[k] for k in COST_COLUMNS} == {
+            k: v for k, v in cost("anthropic", "claude-opus-4-6", tokens_of).items()
+        }
+        assert row["estimated_cost_usd"] > 0
+    assert (endpoint["endpoint"], endpoint["requests"]) == ("databricks-claude-opus-4-6", 7)
+    every = [
+        cost("anthropic", "claude-opus-4-6", (r["input_tokens"], r["output_tokens"],
+             r["cache_read_input_tokens"], r["cache_creation_input_tokens"], 0))
+        for r in got
+    ]  # fmt: skip
+    assert endpoint["estimated_cost_usd"] == pytest.approx(
+        sum(c["estimated_cost_usd"].expected for c in every), rel=1e-9
+    )
+    added = [line for line in proc.logs().splitlines() if "table gained columns" in line]
+    assert len(added) == 1 and all(c in added[0] for c in COST_COLUMNS)

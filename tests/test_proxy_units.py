@@ -9,10 +9,11 @@ import pytest
 from collector.auth import ANONYMOUS, Authenticator, EndpointGrant, TokensError, add_token
 from collector.config import ConfigError
 from collector.errors import PermissionDenied
+from collector.prices import Price, Prices
 from collector.proxy.config import load_proxy_config, parse_proxy_config
 from collector.proxy.providers import Usage, usage_from
 from collector.proxy.ratelimit import RateLimited, RateLimiter
-from collector.proxy.records import agent_of, truncate
+from collector.proxy.records import Call, Cost, agent_of, cost_of, truncate
 from collector.proxy.sse import SseParser
 from tests import upstream_stub as up
 
@@ -104,3 +105,49 @@ def test_example_config_and_its_errors(tmp_path: Path) -> None:
         parse_proxy_config({}, env, "x")
     with pytest.raises(ConfigError, match="unknown route"):
         parse_proxy_config({"tables": "a.b.c", "routes": {"bedrock": {}}}, env, "x")
+
+
+def test_each_providers_billed_tokens_and_a_calls_cost() -> None:
+    """Anthropic counts cached input apart, OpenAI and Gemini inside the input; Gemini bills
+    its thoughts as output. The cost is each kind times its price; none without a price or
+    without usage."""
+    usage = Usage(1000, 200, 300, 40, 50)
+    assert usage.billed("anthropic") == (1000, 200, 300, 40)
+    assert usage.billed("openai") == (700, 200, 300, 40)
+    assert usage.billed("gemini") == (700, 250, 300, 40)
+    price = Price(input=2.0, output=10.0, cache_read=0.5, cache_write=2.5)
+    call = Call("r", 0, "gemini", "generateContent", "GeminiCLI/0.61.0", usage=usage)
+    cost = cost_of(call, "gemini", "gemini-2.5-pro", price)
+    assert cost == Cost("gemini-2.5-pro", 700 * 2e-6, 250 * 10e-6, 300 * 0.5e-6, 40 * 2.5e-6)
+    assert cost is not None and cost.total == pytest.approx(0.0014 + 0.0025 + 0.00015 + 0.0001)
+    assert cost_of(call, "gemini", "unknown-model", None) is None
+    no_usage = Call("r", 0, "gemini", "generateContent", "GeminiCLI/0.61.0")
+    assert cost_of(no_usage, "gemini", "gemini-2.5-pro", price) is None
+
+
+def test_an_endpoints_own_price_and_the_model_it_is_priced_as() -> None:
+    env = {"K": "k"}
+    base = {
+        "tables": "a.b.c",
+        "upstreams": {"anthropic": {"base_url": "http://x", "api_key_env": "K"}},
+    }
+    config = parse_proxy_config(
+        {**base, "endpoints": {
+            "team-claude": {"upstream": "anthropic", "model": "claude-x-internal",
+                            "price_model": "anthropic/claude-haiku-4-5"},
+            "negotiated": {"upstream": "anthropic", "model": "claude-opus-4-6",
+                           "price": {"input": 4, "output": 20}},
+        }},
+        env, "x",
+    )  # fmt: skip
+    haiku = config.endpoints["team-claude"]
+    assert (haiku.priced_as, haiku.price) == ("anthropic/claude-haiku-4-5", None)
+    assert Prices().price(haiku.priced_as) == Prices().price("claude-haiku-4-5")
+    negotiated = config.endpoints["negotiated"]
+    assert negotiated.priced_as == "claude-opus-4-6"
+    assert negotiated.price == Price(4.0, 20.0, 4.0, 4.0)  # cache prices default to the input's
+    with pytest.raises(ConfigError, match=r"endpoints\.bad\.price: needs input and output"):
+        parse_proxy_config(
+            {**base, "endpoints": {"bad": {"upstream": "anthropic", "price": {"input": 1}}}},
+            env, "x",
+        )  # fmt: skip

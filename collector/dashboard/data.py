@@ -23,6 +23,8 @@ from deltalake import DeltaTable
 from collector.catalog import find_tables
 from collector.dashboard.agents import AGENTS, OTHER, Agent
 from collector.prices import Prices
+from collector.proxy.config import API_OF_ROUTE
+from collector.proxy.providers import INPUT_INCLUDES_CACHE_READ
 from collector.schema import load_schema
 from collector.storage import Files, Warehouse
 from collector.tables import TableName
@@ -257,13 +259,16 @@ def metric_points(table: str, raw: pl.DataFrame, prices: Prices) -> pl.DataFrame
 
 
 # The proxy's routes whose providers count cached input inside the input (usage.sql).
-_INPUT_INCLUDES_CACHE = ("openai", "cursor", "gemini")
+_INPUT_INCLUDES_CACHE = sorted(
+    route for route, api in API_OF_ROUTE.items() if api in INPUT_INCLUDES_CACHE_READ
+)
 
 
 def usage_rows(table: str, raw: pl.DataFrame, prices: Prices) -> pl.DataFrame:
     """The proxy's calls in the layout the filters read: ``model`` is the model the endpoint
-    serves (the upstream's), else the endpoint's name, by which the call is priced, with input
-    counted without its cached part, as everywhere here."""
+    serves (the upstream's), else the endpoint's name, with input counted without its cached
+    part, as everywhere here. The cost is the one the proxy worked out for the call (with the
+    endpoint's own price); for rows from before it did, an estimate by ``model``."""
     cache_read = pl.col("cache_read_input_tokens").fill_null(0)
     frame = raw.select(
         pl.col("request_time_unix_nano").alias("time"),
@@ -281,10 +286,14 @@ def usage_rows(table: str, raw: pl.DataFrame, prices: Prices) -> pl.DataFrame:
         pl.col("cache_creation_input_tokens").alias("cache_creation"),
         "latency_ms",
         "time_to_first_token_ms",
+        pl.col("estimated_cost_usd").alias("priced_cost_usd"),
         pl.lit(None, pl.Float64).alias("reported_cost_usd"),
         _day("request_time_unix_nano"),
     )
-    return _categories(priced(frame, prices))
+    frame = priced(frame, prices).with_columns(
+        pl.coalesce("priced_cost_usd", "estimated_cost_usd").alias("estimated_cost_usd")
+    )
+    return _categories(frame.drop("priced_cost_usd", "cost_usd"))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 
 from collector.pipeline import Pipeline
+from collector.prices import Prices
 from collector.proxy.config import ProxyConfig, load_proxy_config
 from collector.proxy.forward import Proxy
 
@@ -20,11 +21,16 @@ log = structlog.get_logger("collector.proxy")
 
 
 async def install_proxy(
-    app: web.Application, pipeline: Pipeline, config_path: Path, read_timeout: float = 30.0
+    app: web.Application,
+    pipeline: Pipeline,
+    config_path: Path,
+    read_timeout: float = 30.0,
+    prices: Prices | None = None,
 ) -> None:
-    """Add the proxy's routes to the collector's HTTP app; its client closes with the app."""
+    """Add the proxy's routes to the collector's HTTP app; its client closes with the app.
+    Calls are priced by ``prices`` (the --prices file's) unless an endpoint has its own."""
     config = load_proxy_config(config_path)
-    proxy = Proxy(pipeline, config, read_timeout)
+    proxy = Proxy(pipeline, config, read_timeout, prices)
     proxy.install(app)
 
     async def close(app: web.Application) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.config import ConfigError, parse_size
+from collector.prices import Price, PricesError
 from collector.tables import InvalidTableName, TableName
 
 __all__ = ["API_OF_ROUTE", "Endpoint", "ProxyConfig", "Upstream", "load_proxy_config"]
@@ -43,6 +44,12 @@ class Endpoint:
     model: str
     requests_per_minute: int  # per token; 0: unlimited
     tokens_per_minute: int  # per token, input + output; 0: unlimited
+    price_model: str = ""  # what its calls are priced as ([provider/]model); "" = model
+    price: Price | None = None  # its own price (negotiated), which wins over any price data
+
+    @property
+    def priced_as(self) -> str:
+        return self.price_model or self.model
 
 
 @dataclass(frozen=True)
@@ -108,12 +115,18 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
         upstream = upstreams.get(e.get("upstream", ""))
         if upstream is None:
             raise ConfigError(f"{at}: upstream must name one of [upstreams.*]")
+        try:
+            price = Price.from_toml(e["price"], f"{at}.price") if "price" in e else None
+        except PricesError as error:
+            raise ConfigError(str(error)) from None
         endpoints[name] = Endpoint(
             name,
             upstream,
             str(e.get("model", name)),
             _count(e, "requests_per_minute", default_rpm, at),
             _count(e, "tokens_per_minute", default_tpm, at),
+            str(e.get("price_model", "")),
+            price,
         )
 
     routes = data.get("routes", {})

@@ -17,10 +17,11 @@ from aiohttp import web
 
 from collector.errors import ExportError, PermissionDenied, Unauthenticated, Unavailable
 from collector.pipeline import Pipeline
+from collector.prices import Price, Prices
 from collector.proxy.config import API_OF_ROUTE, Endpoint, ProxyConfig
 from collector.proxy.providers import caller_token, error_body, upstream_auth, usage_from
 from collector.proxy.ratelimit import RateLimited, RateLimiter
-from collector.proxy.records import Call, inference_batch, usage_batch
+from collector.proxy.records import Call, Cost, cost_of, inference_batch, usage_batch
 from collector.proxy.sse import SseParser
 from collector.receivers.http import read_body
 
@@ -100,10 +101,29 @@ async def _client_gone(request: web.Request) -> None:
 
 
 class Proxy:
-    def __init__(self, pipeline: Pipeline, config: ProxyConfig, read_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        config: ProxyConfig,
+        read_timeout: float = 30.0,
+        prices: Prices | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.config = config
         self.read_timeout = read_timeout
+        # Each endpoint's price, looked up once: its own (proxy.toml), else the price data's
+        # for the model it is priced as (with the --prices file's mapping and overrides).
+        prices = prices or Prices()
+        self.prices: dict[str, Price | None] = {
+            name: e.price or prices.price(e.priced_as) for name, e in config.endpoints.items()
+        }
+        for name, price in self.prices.items():
+            if price is None:
+                log.warning(
+                    "no price known: calls will have no estimated cost",
+                    endpoint=name,
+                    priced_as=config.endpoints[name].priced_as,
+                )
         self.limiter = RateLimiter()
         self._session: aiohttp.ClientSession | None = None
         self._recording: set[asyncio.Task[None]] = set()
@@ -410,9 +430,16 @@ class Proxy:
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 
+    def _cost(self, call: Call) -> Cost | None:
+        endpoint = self.config.endpoints.get(call.endpoint or "")
+        if endpoint is None:
+            return None
+        price = self.prices[endpoint.name]
+        return cost_of(call, endpoint.upstream.api, endpoint.priced_as, price)
+
     async def _store(self, call: Call) -> None:
         try:
-            await self.pipeline.store(self.config.usage_table, usage_batch(call))
+            await self.pipeline.store(self.config.usage_table, usage_batch(call, self._cost(call)))
             if self.config.log_payloads[call.route]:
                 await self.pipeline.store(
                     self.config.inference_table,

@@ -7,7 +7,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Usage", "caller_token", "error_body", "upstream_auth", "usage_from"]
+__all__ = [
+    "INPUT_INCLUDES_CACHE_READ",
+    "Usage",
+    "caller_token",
+    "error_body",
+    "upstream_auth",
+    "usage_from",
+]
 
 _ANTHROPIC_ERRORS = {
     400: "invalid_request_error",
@@ -83,6 +90,10 @@ def upstream_auth(api: str, key: str) -> dict[str, str]:
     return {"x-goog-api-key": key}
 
 
+# The APIs whose input token count includes the cached input (Anthropic's does not).
+INPUT_INCLUDES_CACHE_READ = frozenset({"openai", "gemini"})
+
+
 @dataclass
 class Usage:
     input_tokens: int = 0
@@ -94,6 +105,20 @@ class Usage:
     @property
     def total(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    def billed(self, api: str) -> tuple[int, int, int, int]:
+        """The tokens a provider bills, each kind once: uncached input, output (with
+        Gemini's thoughts, which it counts apart and bills as output; OpenAI's output already
+        holds its reasoning), cache reads, cache writes."""
+        cache_read = self.cache_read_input_tokens
+        uncached = self.input_tokens - cache_read if api in INPUT_INCLUDES_CACHE_READ else None
+        output = self.output_tokens + (self.reasoning_tokens if api == "gemini" else 0)
+        return (
+            max(self.input_tokens if uncached is None else uncached, 0),
+            output,
+            cache_read,
+            self.cache_creation_input_tokens,
+        )
 
 
 def _int(value: Any) -> int | None:

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from collector.prices import Price
 from collector.proxy.providers import Usage
 from collector.schema import load_schema
 
-__all__ = ["Call", "agent_of", "inference_batch", "truncate", "usage_batch"]
+__all__ = ["Call", "Cost", "agent_of", "cost_of", "inference_batch", "truncate", "usage_batch"]
 
 # Checked in order: Claude Code says `claude-cli/2.1.197 (external, cli)`, Codex CLI
 # `codex_cli_rs/0.169.0 …` (or codex_exec), Gemini CLI `GeminiCLI/0.61.0 …`.
@@ -59,7 +60,29 @@ class Call:
     response_truncated: bool = False
 
 
-def usage_batch(call: Call) -> pa.RecordBatch:
+@dataclass(frozen=True)
+class Cost:
+    """A call's estimated cost: the model it was priced as, and USD per kind of token."""
+
+    priced_model: str
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+
+    @property
+    def total(self) -> float:
+        return self.input + self.output + self.cache_read + self.cache_write
+
+
+def cost_of(call: Call, api: str, priced_model: str, price: Price | None) -> Cost | None:
+    """What ``call`` cost at ``price`` (None: no price known, or no usage reported)."""
+    if call.usage is None or price is None:
+        return None
+    return Cost(priced_model, *price.parts(*call.usage.billed(api)))
+
+
+def usage_batch(call: Call, cost: Cost | None = None) -> pa.RecordBatch:
     u = call.usage
     row = {
         "request_id": call.request_id,
@@ -80,6 +103,12 @@ def usage_batch(call: Call) -> pa.RecordBatch:
         "latency_ms": call.latency_ms,
         "time_to_first_token_ms": call.first_byte_ms,
         "streamed": call.streamed,
+        "priced_model": cost.priced_model if cost else None,
+        "input_cost_usd": cost.input if cost else None,
+        "output_cost_usd": cost.output if cost else None,
+        "cache_read_cost_usd": cost.cache_read if cost else None,
+        "cache_write_cost_usd": cost.cache_write if cost else None,
+        "estimated_cost_usd": cost.total if cost else None,
     }
     return pa.RecordBatch.from_pylist([row], schema=load_schema("usage").arrow)
 

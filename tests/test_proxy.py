@@ -521,6 +521,32 @@ def test_gemini_with_x_goog_api_key(gw: Gateway) -> None:
 # --- auth, grants, rate limits, errors, disconnects -------------------------------------------
 
 
+def test_claude_codes_model_picker_lists_the_endpoints_the_token_may_call(gw: Gateway) -> None:
+    """GET /anthropic/v1/models in Anthropic's format, paged as the SDK pages it, and one
+    model by id; each token sees only the Anthropic endpoints its grants allow."""
+    ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+    anthropic_endpoints = sorted(
+        n for n in PROXY_TOML.split("[endpoints.")[1:]
+        if 'upstream = "anthropic"' in n or 'upstream = "unreachable"' in n
+    )  # fmt: skip
+    names = [n.split("]")[0] for n in anthropic_endpoints]
+    assert len(names) == 5
+    listed = list(claude(gw, gw.alice, ua).models.list(limit=2))  # three pages
+    assert [m.id for m in listed] == names
+    assert {(m.type, m.display_name == m.id) for m in listed} == {("model", True)}
+    assert [m.id for m in claude(gw, gw.carol, ua).models.list()] == names
+    assert list(claude(gw, gw.bob, ua).models.list()) == []
+    page = claude(gw, gw.alice, ua).models.list(limit=2, after_id=names[1])
+    assert [m.id for m in page.data] == names[2:4] and page.has_more
+    before = claude(gw, gw.alice, ua).models.list(limit=2, before_id=names[3])
+    assert [m.id for m in before.data] == names[1:3]
+    assert claude(gw, gw.alice, ua).models.retrieve(names[0]).id == names[0]
+    with pytest.raises(anthropic.NotFoundError):
+        claude(gw, gw.alice, ua).models.retrieve("databricks-gpt-5-2")  # not an Anthropic one
+    with pytest.raises(anthropic.AuthenticationError):
+        claude(gw, "odc_not-a-token", ua).models.list()
+
+
 def test_unknown_token_is_401_in_each_providers_format(gw: Gateway) -> None:
     ua = agent_ua("test")
     with pytest.raises(anthropic.AuthenticationError) as a:

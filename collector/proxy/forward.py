@@ -15,6 +15,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from collector.auth import Principal
 from collector.errors import ExportError, PermissionDenied, Unauthenticated, Unavailable
 from collector.pipeline import Pipeline
 from collector.prices import Price, Prices
@@ -42,6 +43,8 @@ _GEMINI_METHODS = frozenset({"generateContent", "streamGenerateContent", "countT
 
 # Request headers the agents rely on upstream. Everything else stays here: above all the
 # caller's credentials, and the caller's OpenAI organisation / project, which are not ours.
+# An endpoint has no release date: its model objects give the epoch, a valid RFC 3339 time.
+_EPOCH = "1970-01-01T00:00:00Z"
 _FORWARD = frozenset(
     {
         "accept",
@@ -152,6 +155,8 @@ class Proxy:
             app.router.add_post(path, self._handler(route, operation))
         for route in ("openai", "cursor"):
             app.router.add_get(f"/{route}/v1/models", self._models(route))
+        app.router.add_get("/anthropic/v1/models", self._anthropic_models)
+        app.router.add_get("/anthropic/v1/models/{model}", self._anthropic_model)
 
     def _handler(self, route: str, operation: str) -> Any:
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -170,12 +175,61 @@ class Proxy:
                 return self._error_response(api, 401, e.message)
             data = [
                 {"id": name, "object": "model", "created": 0, "owned_by": e.upstream.name}
-                for name, e in sorted(self.config.endpoints.items())
-                if e.upstream.api == api and any(g.allows_endpoint(name) for g in principal.grants)
+                for name, e in self._callable(principal, api)
             ]
             return web.json_response({"object": "list", "data": data})
 
         return models
+
+    def _callable(self, principal: Principal, api: str) -> list[tuple[str, Endpoint]]:
+        """The endpoints of ``api`` that ``principal`` may call, by name."""
+        return [
+            (name, e)
+            for name, e in sorted(self.config.endpoints.items())
+            if e.upstream.api == api and any(g.allows_endpoint(name) for g in principal.grants)
+        ]
+
+    @staticmethod
+    def _model_object(name: str) -> dict[str, Any]:
+        # Anthropic's model object; the endpoint is what the caller names, so it is the id.
+        return {"type": "model", "id": name, "display_name": name, "created_at": _EPOCH}
+
+    async def _anthropic_models(self, request: web.Request) -> web.StreamResponse:
+        """The endpoints this token may call, as Anthropic's ``GET /v1/models`` lists models
+        (paged by ``limit``, ``after_id``, ``before_id``): Claude Code's model picker asks a
+        gateway for them."""
+        try:
+            principal = self.pipeline.authenticate(self._authorization("anthropic", request))
+        except Unauthenticated as e:
+            return self._error_response("anthropic", 401, e.message)
+        names = [name for name, _ in self._callable(principal, "anthropic")]
+        query = request.query
+        limit = query.get("limit", "20")
+        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+            return self._error_response("anthropic", 400, "limit: a whole number from 1 to 1000")
+        start, end = 0, len(names)
+        if "after_id" in query:
+            start = names.index(query["after_id"]) + 1 if query["after_id"] in names else end
+        if "before_id" in query:
+            end = names.index(query["before_id"]) if query["before_id"] in names else 0
+            start = max(0, end - int(limit))
+        page = names[start:end][: int(limit)]
+        return web.json_response({
+            "data": [self._model_object(n) for n in page],
+            "has_more": (start + len(page) < end) if "before_id" not in query else start > 0,
+            "first_id": page[0] if page else None,
+            "last_id": page[-1] if page else None,
+        })  # fmt: skip
+
+    async def _anthropic_model(self, request: web.Request) -> web.StreamResponse:
+        try:
+            principal = self.pipeline.authenticate(self._authorization("anthropic", request))
+        except Unauthenticated as e:
+            return self._error_response("anthropic", 401, e.message)
+        name = request.match_info["model"]
+        if name not in dict(self._callable(principal, "anthropic")):
+            return self._error_response("anthropic", 404, f"model: {name}")
+        return web.json_response(self._model_object(name))
 
     @staticmethod
     def _authorization(api: str, request: web.Request) -> str | None:

@@ -14,7 +14,12 @@ CREATE TABLE <catalog>.<schema>.<table_prefix>_inference (
   request_body STRING,
   response_body STRING,
   request_truncated BOOLEAN,
-  response_truncated BOOLEAN
+  response_truncated BOOLEAN,
+  -- Credentials found in the bodies and replaced by [REDACTED:kind] before they were stored
+  -- (collector/proxy/redact.py), and their kinds. Added after the first version: an older
+  -- table gains these columns in place.
+  redactions INT,
+  redacted_kinds ARRAY<STRING>
 ) USING DELTA
 TBLPROPERTIES (
   'otel.schemaVersion' = 'v1'

@@ -78,6 +78,13 @@ model = "claude-overloaded"
 upstream = "anthropic"
 model = "claude-slow"
 
+[endpoints.databricks-claude-leaky]
+upstream = "anthropic"
+model = "claude-leaky"
+
+[redaction.patterns]
+internal_ticket = "TICKET-[0-9]{{6}}"
+
 [endpoints.databricks-claude-limited]
 upstream = "anthropic"
 model = "claude-opus-4-6"
@@ -530,7 +537,7 @@ def test_claude_codes_model_picker_lists_the_endpoints_the_token_may_call(gw: Ga
         if 'upstream = "anthropic"' in n or 'upstream = "unreachable"' in n
     )  # fmt: skip
     names = [n.split("]")[0] for n in anthropic_endpoints]
-    assert len(names) == 5
+    assert len(names) == 6
     listed = list(claude(gw, gw.alice, ua).models.list(limit=2))  # three pages
     assert [m.id for m in listed] == names
     assert {(m.type, m.display_name == m.id) for m in listed} == {("model", True)}
@@ -545,6 +552,49 @@ def test_claude_codes_model_picker_lists_the_endpoints_the_token_may_call(gw: Ga
         claude(gw, gw.alice, ua).models.retrieve("databricks-gpt-5-2")  # not an Anthropic one
     with pytest.raises(anthropic.AuthenticationError):
         claude(gw, "odc_not-a-token", ua).models.list()
+
+
+def test_credentials_in_payloads_are_redacted_before_they_are_stored(gw: Gateway) -> None:
+    """A prompt holding (fake) keys: the upstream gets it as sent and the agent its answer,
+    the inference table the prompt with each key replaced, counted by kind (an extra pattern
+    from proxy.toml too). A key the model streams in pieces withholds the stored answer."""
+    ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+    secrets = {
+        "anthropic_key": "sk-ant-api03-" + "k9" * 20,
+        "aws_access_key_id": "AKIA" + "Z3" * 8,
+        "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+        "-----END OPENSSH PRIVATE KEY-----",
+        "internal_ticket": "TICKET-204816",
+    }
+    prompt = (
+        f"My .env:\nANTHROPIC_API_KEY={secrets['anthropic_key']}\n"
+        f"AWS_ACCESS_KEY_ID={secrets['aws_access_key_id']}\nand {secrets['private_key']}\n"
+        f"Why does {secrets['internal_ticket']} fail?"
+    )
+    reply = claude(gw, gw.alice, ua).messages.create(
+        model="databricks-claude-opus-4-6", max_tokens=64,
+        messages=[{"role": "user", "content": prompt}],
+    )  # fmt: skip
+    assert reply.content[0].text == "".join(up.ANTHROPIC_TEXT)
+    assert gw.stub.requests[-1].body["messages"][0]["content"] == prompt
+    row = inference_row(gw, ua)
+    stored = prompt
+    for kind, secret in secrets.items():
+        stored = stored.replace(secret, f"[REDACTED:{kind}]")
+    assert json.loads(row["request_body"])["messages"][0]["content"] == stored
+    assert all(secret not in row["request_body"] for secret in secrets.values())
+    assert (row["redactions"], row["redacted_kinds"]) == (4, sorted(secrets))
+
+    ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+    with claude(gw, gw.alice, ua).messages.stream(
+        model="databricks-claude-leaky", max_tokens=64,
+        messages=[{"role": "user", "content": "What is my key?"}],
+    ) as stream:  # fmt: skip
+        assert "".join(stream.text_stream) == "".join(up.LEAKY_TEXT)
+    row = inference_row(gw, ua)
+    assert up.LEAKED_KEY[9:25] not in row["response_body"]
+    assert row["response_body"].startswith("[response withheld")
+    assert (row["redactions"], row["redacted_kinds"]) == (1, ["anthropic_key"])
 
 
 def test_unknown_token_is_401_in_each_providers_format(gw: Gateway) -> None:

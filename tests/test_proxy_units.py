@@ -11,9 +11,10 @@ from collector.config import ConfigError
 from collector.errors import PermissionDenied
 from collector.prices import Price, Prices
 from collector.proxy.config import load_proxy_config, parse_proxy_config
-from collector.proxy.providers import Usage, usage_from
+from collector.proxy.providers import Usage, stream_text, usage_from
 from collector.proxy.ratelimit import RateLimited, RateLimiter
 from collector.proxy.records import Call, Cost, agent_of, cost_of, truncate
+from collector.proxy.redact import Redactor
 from collector.proxy.sse import SseParser
 from tests import upstream_stub as up
 
@@ -151,3 +152,61 @@ def test_an_endpoints_own_price_and_the_model_it_is_priced_as() -> None:
             {**base, "endpoints": {"bad": {"upstream": "anthropic", "price": {"input": 1}}}},
             env, "x",
         )  # fmt: skip
+
+
+def test_each_default_credential_kind_is_found_and_ordinary_text_is_not() -> None:
+    samples = {
+        "private_key": "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+        "anthropic_key": "sk-ant-api03-" + "a1" * 20,
+        "openai_key": "sk-proj-" + "b2" * 16,
+        "google_api_key": "AIza" + "c" * 35,
+        "aws_access_key_id": "ASIA" + "D4" * 8,
+        "aws_secret_access_key": 'aws_secret_access_key = "' + "e/5+" * 10 + '"',
+        "azure_storage_key": "AccountKey=" + "f6" * 32 + "==",
+        "github_token": "ghp_" + "g7" * 18,
+        "slack_token": "xoxb-1234567890-abcdef",
+        "stripe_key": "sk_live_" + "h8" * 12,
+        "collector_token": "odc_" + "i9" * 16,
+        "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+        "bearer_token": "Authorization: Bearer " + "j0" * 15,
+    }
+    redactor = Redactor()
+    for kind, sample in samples.items():
+        text, found = redactor.redact(f"before {sample} after")
+        assert found == {kind: 1}, (kind, found)
+        assert text.startswith("before ") and text.endswith(" after") and "[REDACTED:" in text
+    ordinary = ("Ask the sk-8 team; the bearer of bad news; AKIA is a prefix; ghp_short; "
+                "-----BEGIN CERTIFICATE----- is public; eyJ alone")  # fmt: skip
+    assert redactor.redact(ordinary) == (ordinary, {})
+
+
+def test_a_streamed_events_text_in_each_providers_shape() -> None:
+    assert stream_text("anthropic", {"type": "content_block_delta",
+                                     "delta": {"type": "text_delta", "text": "ab"}}) == "ab"  # fmt: skip
+    assert stream_text("anthropic", {"type": "message_delta", "delta": {"stop_reason": "x"}}) == ""
+    assert stream_text("openai", {"type": "response.output_text.delta", "delta": "cd"}) == "cd"
+    chunk = {
+        "choices": [{"delta": {"content": "e", "tool_calls": [{"function": {"arguments": "f"}}]}}]
+    }
+    assert stream_text("openai", chunk) == "ef"
+    parts = {"candidates": [{"content": {"parts": [{"text": "g"}, {"text": "h"}]}}]}
+    assert stream_text("gemini", parts) == "gh"
+    assert stream_text("gemini", "not an object") == ""
+
+
+def test_redaction_patterns_from_the_proxy_config() -> None:
+    env = {"K": "k"}
+    base = {
+        "tables": "a.b.c",
+        "upstreams": {"anthropic": {"base_url": "http://x", "api_key_env": "K"}},
+    }
+    config = parse_proxy_config(
+        {**base, "redaction": {"patterns": {"ticket": "T-[0-9]{4}"}}}, env, "x"
+    )
+    assert config.redactor is not None
+    assert config.redactor.redact("see T-1234") == ("see [REDACTED:ticket]", {"ticket": 1})
+    assert parse_proxy_config({**base, "redaction": {"enabled": False}}, env, "x").redactor is None
+    with pytest.raises(ConfigError, match=r"\[redaction\] patterns.bad: "):
+        parse_proxy_config({**base, "redaction": {"patterns": {"bad": "(unclosed"}}}, env, "x")
+    with pytest.raises(ConfigError, match=r"\[redaction\] patterns maps kinds"):
+        parse_proxy_config({**base, "redaction": {"patterns": {"n": 1}}}, env, "x")

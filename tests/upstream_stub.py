@@ -18,6 +18,9 @@ from typing import Any
 from aiohttp import web
 
 ANTHROPIC_TEXT = ["Hello", ", world", "!"]
+# What model "claude-leaky" streams: a (fake) key, written in pieces across three events.
+LEAKED_KEY = "sk-ant-api03-" + "Q7x" * 10
+LEAKY_TEXT = ["Your key is ", LEAKED_KEY[:9], LEAKED_KEY[9:25], LEAKED_KEY[25:], ", keep it safe."]
 ANTHROPIC_USAGE_START = {
     "input_tokens": 25,
     "cache_creation_input_tokens": 7,
@@ -89,7 +92,7 @@ def anthropic_events(model: str) -> list[bytes]:
         ),
         _sse("ping", {"type": "ping"}),
     ]
-    for text in ANTHROPIC_TEXT:
+    for text in LEAKY_TEXT if model == "claude-leaky" else ANTHROPIC_TEXT:
         delta = {"type": "text_delta", "text": text}
         events.append(
             _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})

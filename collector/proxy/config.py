@@ -11,6 +11,7 @@ from typing import Any
 
 from collector.config import ConfigError, parse_size
 from collector.prices import Price, PricesError
+from collector.proxy.redact import Redactor
 from collector.tables import InvalidTableName, TableName
 
 __all__ = ["API_OF_ROUTE", "Endpoint", "ProxyConfig", "Upstream", "load_proxy_config"]
@@ -62,6 +63,7 @@ class ProxyConfig:
     max_request_bytes: int
     connect_timeout: float
     idle_timeout: float
+    redactor: Redactor | None = None  # None: payloads stored as sent ([redaction] enabled=false)
 
 
 def _number(data: dict[str, Any], key: str, default: float, where: str) -> float:
@@ -139,6 +141,15 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
         max_request = parse_size(data.get("max_request_bytes", "32MiB"))
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
+    redaction = data.get("redaction", {})
+    patterns = redaction.get("patterns", {}) if isinstance(redaction, dict) else None
+    if not isinstance(patterns, dict) or not all(isinstance(v, str) for v in patterns.values()):
+        raise ConfigError(f'{where}: [redaction] patterns maps kinds to "regular expressions"')
+    try:
+        redactor = Redactor(patterns) if redaction.get("enabled", True) else None
+    except re.error as e:
+        bad = next((f"patterns.{k}" for k, v in patterns.items() if not _compiles(v)), "patterns")
+        raise ConfigError(f"{where}: [redaction] {bad}: {e} (flags scoped, as (?i:…))") from None
     return ProxyConfig(
         usage_table,
         inference_table,
@@ -148,7 +159,16 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
         max_request,
         _number(data, "connect_timeout", 10.0, where),
         _number(data, "idle_timeout", 600.0, where),
+        redactor,
     )
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def load_proxy_config(path: Path, env: dict[str, str] | None = None) -> ProxyConfig:

@@ -20,9 +20,22 @@ from collector.errors import ExportError, PermissionDenied, Unauthenticated, Una
 from collector.pipeline import Pipeline
 from collector.prices import Price, Prices
 from collector.proxy.config import API_OF_ROUTE, Endpoint, ProxyConfig
-from collector.proxy.providers import caller_token, error_body, upstream_auth, usage_from
+from collector.proxy.providers import (
+    caller_token,
+    error_body,
+    stream_text,
+    upstream_auth,
+    usage_from,
+)
 from collector.proxy.ratelimit import RateLimited, RateLimiter
-from collector.proxy.records import Call, Cost, cost_of, inference_batch, usage_batch
+from collector.proxy.records import (
+    REDACTION_MARGIN,
+    Call,
+    Cost,
+    cost_of,
+    inference_batch,
+    usage_batch,
+)
 from collector.proxy.sse import SseParser
 from collector.receivers.http import read_body
 
@@ -450,7 +463,21 @@ class Proxy:
     ) -> None:
         parser = SseParser() if call.streamed else None
         whole = bytearray()
-        keep = self.config.max_payload_bytes + 1  # one more byte says it was cut
+        # One more byte says it was cut; the margin is searched for credentials (records.py).
+        keep = self.config.max_payload_bytes + 1 + REDACTION_MARGIN
+        written: list[str] = []  # a stream's text, as long as the payload kept
+        written_length = 0
+        redacting = self.config.redactor is not None
+
+        def events(found: list[Any]) -> None:
+            nonlocal written_length
+            for event in found:
+                call.usage = usage_from(api, event, call.usage)
+                if redacting and written_length < keep:
+                    text = stream_text(api, event)
+                    written.append(text)
+                    written_length += len(text)
+
         async for chunk in answer.content.iter_any():
             if call.first_byte_ms is None:
                 call.first_byte_ms = (time.perf_counter() - started) * 1000
@@ -458,13 +485,12 @@ class Proxy:
             if len(call.response_body) < keep:
                 call.response_body += chunk[: keep - len(call.response_body)]
             if parser is not None:
-                for event in parser.feed(chunk):
-                    call.usage = usage_from(api, event, call.usage)
+                events(parser.feed(chunk))
             elif len(whole) < _MAX_PARSED_BODY:
                 whole += chunk
         if parser is not None:
-            for event in parser.close():
-                call.usage = usage_from(api, event, call.usage)
+            events(parser.close())
+            call.streamed_text = "".join(written)
         elif whole and call.status < 400:
             with contextlib.suppress(ValueError):
                 call.usage = usage_from(api, json.loads(whole), call.usage)
@@ -495,10 +521,18 @@ class Proxy:
         try:
             await self.pipeline.store(self.config.usage_table, usage_batch(call, self._cost(call)))
             if self.config.log_payloads[call.route]:
-                await self.pipeline.store(
-                    self.config.inference_table,
-                    inference_batch(call, self.config.max_payload_bytes),
+                payloads = inference_batch(
+                    call, self.config.max_payload_bytes, self.config.redactor
                 )
+                redacted = payloads.column("redactions")[0].as_py()
+                if redacted:  # how many and of what kind: never the credentials themselves
+                    log.info(
+                        "credentials redacted from payloads",
+                        request_id=call.request_id,
+                        redactions=redacted,
+                        kinds=payloads.column("redacted_kinds")[0].as_py(),
+                    )
+                await self.pipeline.store(self.config.inference_table, payloads)
         except Exception as e:
             log.warning(
                 "proxy rows not stored",

@@ -12,6 +12,7 @@ __all__ = [
     "Usage",
     "caller_token",
     "error_body",
+    "stream_text",
     "upstream_auth",
     "usage_from",
 ]
@@ -180,3 +181,35 @@ def usage_from(api: str, obj: Any, usage: Usage | None) -> Usage | None:
     _set(usage, "cache_read_input_tokens", found.get("cachedContentTokenCount"))
     _set(usage, "reasoning_tokens", found.get("thoughtsTokenCount"))
     return usage
+
+
+def stream_text(api: str, obj: Any) -> str:
+    """The text one streamed event adds to the answer (its text, thinking or tool-call
+    argument deltas), as the model wrote it: a credential the model writes arrives in pieces
+    across events, whole only here."""
+    if not isinstance(obj, dict):
+        return ""
+    pieces: list[Any] = []
+    if api == "anthropic":
+        delta = obj.get("delta")
+        if obj.get("type") == "content_block_delta" and isinstance(delta, dict):
+            pieces = [delta.get("text"), delta.get("thinking"), delta.get("partial_json")]
+    elif api == "openai":
+        if str(obj.get("type", "")).endswith(".delta"):  # Responses
+            pieces = [obj.get("delta")]
+        for choice in obj.get("choices") or []:  # Chat Completions
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict):
+                pieces.append(delta.get("content"))
+                for call in delta.get("tool_calls") or []:
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict):
+                        pieces.append(function.get("arguments"))
+    else:
+        for candidate in obj.get("candidates") or []:
+            content = candidate.get("content") if isinstance(candidate, dict) else None
+            parts = content.get("parts") if isinstance(content, dict) else None
+            for part in parts or []:
+                if isinstance(part, dict):
+                    pieces.append(part.get("text"))
+    return "".join(p for p in pieces if isinstance(p, str))

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from collector.prices import Price
 from collector.proxy.providers import Usage
+from collector.proxy.redact import Redactor
 from collector.schema import load_schema
 
-__all__ = ["Call", "Cost", "agent_of", "cost_of", "inference_batch", "truncate", "usage_batch"]
+__all__ = [
+    "REDACTION_MARGIN",
+    "Call",
+    "Cost",
+    "agent_of",
+    "cost_of",
+    "inference_batch",
+    "truncate",
+    "usage_batch",
+]
 
 # Checked in order: Claude Code says `claude-cli/2.1.197 (external, cli)`, Codex CLI
 # `codex_cli_rs/0.169.0 …` (or codex_exec), Gemini CLI `GeminiCLI/0.61.0 …`.
@@ -58,6 +69,7 @@ class Call:
     request_body: bytes = b""
     response_body: bytearray = field(default_factory=bytearray)
     response_truncated: bool = False
+    streamed_text: str = ""  # what a streamed answer's events wrote, joined (redaction)
 
 
 @dataclass(frozen=True)
@@ -113,9 +125,28 @@ def usage_batch(call: Call, cost: Cost | None = None) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist([row], schema=load_schema("usage").arrow)
 
 
-def inference_batch(call: Call, limit: int) -> pa.RecordBatch:
-    request, request_cut = truncate(call.request_body, limit)
-    response, response_cut = truncate(bytes(call.response_body), limit)
+def inference_batch(call: Call, limit: int, redactor: Redactor | None = None) -> pa.RecordBatch:
+    """The call's payloads, each cut at ``limit`` bytes, with the credentials ``redactor``
+    finds replaced first (in a margin past the limit too, so that none is stored cut in two
+    and unrecognisable). A streamed answer in which the model wrote a credential across
+    several events, where the stored text cannot show it whole, is withheld."""
+    request_bytes = call.request_body[: limit + REDACTION_MARGIN]
+    response_bytes = bytes(call.response_body)
+    found: Counter[str] = Counter()
+    if redactor is not None:
+        text, found = redactor.redact(request_bytes.decode("utf-8", "replace"))
+        request_bytes = text.encode()
+        text, in_response = redactor.redact(response_bytes.decode("utf-8", "replace"))
+        response_bytes = text.encode()
+        found += in_response
+        if call.streamed_text:
+            _, written = redactor.redact(call.streamed_text)
+            if written - in_response:
+                response_bytes = _WITHHELD.encode()
+                found += written - in_response
+    request, request_cut = truncate(request_bytes, limit)
+    response, response_cut = truncate(response_bytes, limit)
+    request_cut = request_cut or len(call.request_body) > len(request_bytes)
     row = {
         "request_id": call.request_id,
         "request_time_unix_nano": call.time_unix_nano,
@@ -129,5 +160,13 @@ def inference_batch(call: Call, limit: int) -> pa.RecordBatch:
         "response_body": response,
         "request_truncated": request_cut,
         "response_truncated": response_cut or call.response_truncated,
+        "redactions": sum(found.values()) if redactor is not None else None,
+        "redacted_kinds": sorted(found) if redactor is not None else None,
     }
     return pa.RecordBatch.from_pylist([row], schema=load_schema("inference").arrow)
+
+
+# Bytes past the stored limit that are kept and searched: a credential across the cut (a
+# private key is up to ~3.3 KB) is found whole and replaced, not stored as a fragment.
+REDACTION_MARGIN = 8192
+_WITHHELD = "[response withheld: the model wrote a credential across stream events]"

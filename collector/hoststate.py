@@ -7,6 +7,7 @@
   and one insert per request, whatever its size.
 - **Worker reports**: each worker's health, refreshed every second, so that ``/readyz`` on any
   worker tells of a sibling whose flushes fail.
+- **The proxy's rate-limit windows** (collector/proxy/ratelimit.py, on a connection of its own).
 
 SQLite in WAL mode with ``synchronous=NORMAL``: a committed row survives the crash of the
 process that wrote it (it is in the kernel's page cache) but not a crash of the machine. The
@@ -56,13 +57,19 @@ class HostState:
         self.path = path
         self.dedup_window = dedup_window
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit: each statement is its own short transaction, so that no worker holds the
-        # write lock for longer than one insert. The busy timeout rides out the others' inserts.
-        self._db = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = self.connect()
         self._db.executescript(_SCHEMA)
         self._expired = 0.0
+
+    def connect(self) -> sqlite3.Connection:
+        """A connection of its own to the shared file (one per thread that writes in
+        transactions: a connection's transactions would interleave between threads).
+        Autocommit: each statement is its own short transaction unless one is begun, so that
+        no worker holds the write lock for long. The busy timeout rides out the others'."""
+        db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
 
     def close(self) -> None:
         self._db.close()

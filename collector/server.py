@@ -165,6 +165,7 @@ class Collector:
                     app,
                     self.pipeline,
                     self.config.proxy_config,
+                    self.host,
                     self.config.read_timeout,
                     self.config.price_list,
                 )

@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -888,3 +889,47 @@ def test_a_usage_table_from_before_the_cost_columns_gains_them_and_keeps_its_row
     )
     added = [line for line in proc.logs().splitlines() if "table gained columns" in line]
     assert len(added) == 1 and all(c in added[0] for c in COST_COLUMNS)
+
+
+def test_rate_limits_hold_across_two_workers(tmp_path: Path) -> None:
+    """Requests and tokens per minute are counted in the host's shared state: 20 calls at once
+    on fresh connections, spread by the kernel over two workers, get exactly the 5 the limit
+    allows; tokens one worker recorded refuse the next call on either."""
+    stub = up.Stub()
+    stub.start()
+    tokens = tmp_path / "tokens.toml"
+    alice = add_token(tokens, "alice", ["endpoint:databricks-*"])
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        PROXY_TOML.format(url=stub.url)
+        + '\n[endpoints.databricks-claude-five]\nupstream = "anthropic"\n'
+        'model = "claude-opus-4-6"\nrequests_per_minute = 5\n'
+        '\n[endpoints.databricks-claude-fifty-tokens]\nupstream = "anthropic"\n'
+        'model = "claude-opus-4-6"\ntokens_per_minute = 50\n'
+    )
+    proc = CollectorProcess(tmp_path / "warehouse", "--proxy-config", str(config),
+                            "--tokens-file", str(tokens), "--workers", "2", env=KEYS)  # fmt: skip
+    body = {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+
+    def call(model: str) -> int:
+        with httpx.Client(timeout=30) as client:  # a connection of its own
+            response = client.post(
+                proc.url("/anthropic/v1/messages"), json={**body, "model": model},
+                headers={"Authorization": f"Bearer {alice}", "anthropic-version": "2023-06-01"},
+            )  # fmt: skip
+            return response.status_code
+
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            statuses = list(pool.map(call, ["databricks-claude-five"] * 20))
+        assert sorted(statuses) == [200] * 5 + [429] * 15
+        # Each non-streamed answer counts 25 input + 15 output tokens (the stub's): the first
+        # two calls fit under 50 a minute, the third is refused, wherever each lands.
+        fifty = [call("databricks-claude-fifty-tokens") for _ in range(3)]
+        assert fifty == [200, 200, 429]
+        workers = {json.loads(line).get("worker") for line in proc.logs().splitlines()
+                   if '"proxy call"' in line}  # fmt: skip
+        assert workers == {0, 1}, "the kernel gave every connection to one worker"
+    finally:
+        assert proc.stop() == 0
+        stub.stop()

@@ -9,6 +9,7 @@ import pytest
 from collector.auth import ANONYMOUS, Authenticator, EndpointGrant, TokensError, add_token
 from collector.config import ConfigError
 from collector.errors import PermissionDenied
+from collector.hoststate import HostState
 from collector.prices import Price, Prices
 from collector.proxy.config import load_proxy_config, parse_proxy_config
 from collector.proxy.providers import Usage, stream_text, usage_from
@@ -56,9 +57,9 @@ def test_agents_from_user_agents() -> None:
     assert agent_of("curl/8.5.0", "openai") == "other"
 
 
-def test_rate_limiter_windows() -> None:
+def test_rate_limiter_windows(tmp_path: Path) -> None:
     now = [1000.0]
-    limiter = RateLimiter(clock=lambda: now[0])
+    limiter = RateLimiter(HostState(tmp_path / "host.sqlite", 0), clock=lambda: now[0])
     limiter.admit("a", "e", rpm=2, tpm=0)
     now[0] += 10
     limiter.admit("a", "e", rpm=2, tpm=0)

@@ -10,6 +10,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from collector.hoststate import HostState
 from collector.pipeline import Pipeline
 from collector.prices import Prices
 from collector.proxy.config import ProxyConfig, load_proxy_config
@@ -24,13 +25,15 @@ async def install_proxy(
     app: web.Application,
     pipeline: Pipeline,
     config_path: Path,
+    host: HostState,
     read_timeout: float = 30.0,
     prices: Prices | None = None,
 ) -> None:
     """Add the proxy's routes to the collector's HTTP app; its client closes with the app.
-    Calls are priced by ``prices`` (the --prices file's) unless an endpoint has its own."""
+    Calls are priced by ``prices`` (the --prices file's) unless an endpoint has its own; rate
+    limits are counted in ``host``'s shared state, with the other workers."""
     config = load_proxy_config(config_path)
-    proxy = Proxy(pipeline, config, read_timeout, prices)
+    proxy = Proxy(pipeline, config, host, read_timeout, prices)
     proxy.install(app)
 
     async def close(app: web.Application) -> None:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from collector.auth import Principal
 from collector.errors import ExportError, PermissionDenied, Unauthenticated, Unavailable
+from collector.hoststate import HostState
 from collector.pipeline import Pipeline
 from collector.prices import Price, Prices
 from collector.proxy.config import API_OF_ROUTE, Endpoint, ProxyConfig
@@ -121,12 +122,14 @@ class Proxy:
         self,
         pipeline: Pipeline,
         config: ProxyConfig,
+        host: HostState,
         read_timeout: float = 30.0,
         prices: Prices | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.config = config
         self.read_timeout = read_timeout
+        self.limiter = RateLimiter(host)  # counts shared with the host's other workers
         # Each endpoint's price, looked up once: its own (proxy.toml), else the price data's
         # for the model it is priced as (with the --prices file's mapping and overrides).
         prices = prices or Prices()
@@ -140,7 +143,6 @@ class Proxy:
                     endpoint=name,
                     priced_as=config.endpoints[name].priced_as,
                 )
-        self.limiter = RateLimiter()
         self._session: aiohttp.ClientSession | None = None
         self._recording: set[asyncio.Task[None]] = set()
 

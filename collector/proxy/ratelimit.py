@@ -1,15 +1,36 @@
-"""Requests and tokens per minute, per (token, endpoint), over a sliding one-minute window."""
+"""Requests and tokens per minute, per (token, endpoint), over a sliding one-minute window,
+counted in the host's shared SQLite (collector/hoststate.py): every worker of ``--workers N``
+admits against the same counts, so a token gets its limit, not N times it. Each admission is
+one write transaction; SQLite orders the workers' transactions, so the limit holds exactly.
+
+A collector's replicas on other hosts count apart (the README says how to size limits for
+them). If the shared file cannot be written, the call is admitted and a warning logged: a
+limiter that fails stops no one's work."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+import structlog
+
+from collector.hoststate import HostState
 
 __all__ = ["RateLimited", "RateLimiter"]
 
+log = structlog.get_logger("collector.proxy")
+
 WINDOW = 60.0
+_REQUEST, _TOKENS = 0, 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS limit_events (
+    who TEXT NOT NULL, endpoint TEXT NOT NULL, kind INTEGER NOT NULL, at REAL NOT NULL,
+    amount INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS limit_events_key ON limit_events (who, endpoint, kind, at);
+"""
+_EXPIRE_EVERY = 10.0  # seconds between sweeps of the events that left every window
 
 
 class RateLimited(Exception):
@@ -19,57 +40,95 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
-@dataclass
-class _Window:
-    requests: deque[float] = field(default_factory=deque)
-    tokens: deque[tuple[float, int]] = field(default_factory=deque)
-    token_sum: int = 0
-
-    def expire(self, now: float) -> None:
-        while self.requests and self.requests[0] <= now - WINDOW:
-            self.requests.popleft()
-        while self.tokens and self.tokens[0][0] <= now - WINDOW:
-            self.token_sum -= self.tokens.popleft()[1]
-
-
 class RateLimiter:
     """Token counts are known only once a response is over, so a call is admitted while the
-    tokens of the calls of the last minute are under the limit (the last one may overshoot)."""
+    tokens of the calls of the last minute are under the limit (the last one may overshoot).
+    Times are wall-clock seconds, which all the host's processes share."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, host: HostState, clock: Callable[[], float] = time.time) -> None:
+        self._db = host.connect()  # used by the event loop's thread only
         self._clock = clock
-        self._windows: dict[tuple[str, str], _Window] = {}
+        self._db.executescript(_SCHEMA)
+        self._expired = 0.0
 
     def admit(self, who: str, endpoint: str, rpm: int, tpm: int) -> None:
         """Count one request, or raise :class:`RateLimited` with the seconds to wait."""
         if not rpm and not tpm:
             return
-        now = self._clock()
-        window = self._windows.setdefault((who, endpoint), _Window())
-        window.expire(now)
-        if rpm and len(window.requests) >= rpm:
-            wait = window.requests[len(window.requests) - rpm] + WINDOW - now
-            raise RateLimited(
-                f"rate limit of {rpm} requests per minute reached for endpoint {endpoint!r}",
-                wait,
-            )
-        if tpm and window.token_sum >= tpm:
-            # Wait until enough of the oldest calls leave the window to get under the limit.
-            over, wait = window.token_sum - tpm, WINDOW
-            for at, count in window.tokens:
-                over -= count
-                if over < 0:
-                    wait = at + WINDOW - now
-                    break
-            raise RateLimited(
-                f"rate limit of {tpm} tokens per minute reached for endpoint {endpoint!r}",
-                wait,
-            )
-        window.requests.append(now)
+        try:
+            refusal = self._admit(who, endpoint, rpm, tpm, self._clock())
+        except sqlite3.Error as e:
+            log.warning("rate limits not counted; the call is admitted", error=str(e))
+            return
+        if refusal is not None:
+            raise refusal
+
+    def _admit(self, who: str, endpoint: str, rpm: int, tpm: int, now: float) -> RateLimited | None:
+        self._db.execute("BEGIN IMMEDIATE")  # the workers' admissions, one at a time
+        try:
+            refusal = self._refusal(who, endpoint, rpm, tpm, now)
+            if refusal is None:
+                self._db.execute(
+                    "INSERT INTO limit_events VALUES (?, ?, ?, ?, 1)",
+                    (who, endpoint, _REQUEST, now),
+                )
+                self._expire(now)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return refusal
+
+    def _refusal(
+        self, who: str, endpoint: str, rpm: int, tpm: int, now: float
+    ) -> RateLimited | None:
+        since = now - WINDOW
+        if rpm:
+            # The rpm-th most recent request of the window: when it leaves, one more fits.
+            row = self._db.execute(
+                "SELECT at FROM limit_events WHERE who = ? AND endpoint = ? AND kind = ? "
+                "AND at > ? ORDER BY at DESC LIMIT 1 OFFSET ?",
+                (who, endpoint, _REQUEST, since, rpm - 1),
+            ).fetchone()
+            if row is not None:
+                return RateLimited(
+                    f"rate limit of {rpm} requests per minute reached for endpoint {endpoint!r}",
+                    row[0] + WINDOW - now,
+                )
+        if tpm:
+            counts = self._db.execute(
+                "SELECT at, amount FROM limit_events WHERE who = ? AND endpoint = ? "
+                "AND kind = ? AND at > ? ORDER BY at",
+                (who, endpoint, _TOKENS, since),
+            ).fetchall()
+            over = sum(amount for _, amount in counts) - tpm
+            if over >= 0:
+                # Wait until enough of the oldest calls leave the window to get under it.
+                wait = WINDOW
+                for at, amount in counts:
+                    over -= amount
+                    if over < 0:
+                        wait = at + WINDOW - now
+                        break
+                return RateLimited(
+                    f"rate limit of {tpm} tokens per minute reached for endpoint {endpoint!r}",
+                    wait,
+                )
+        return None
 
     def record_tokens(self, who: str, endpoint: str, tokens: int, tpm: int) -> None:
         if not tpm or tokens <= 0:
             return
-        window = self._windows.setdefault((who, endpoint), _Window())
-        window.tokens.append((self._clock(), tokens))
-        window.token_sum += tokens
+        try:
+            self._db.execute(
+                "INSERT INTO limit_events VALUES (?, ?, ?, ?, ?)",
+                (who, endpoint, _TOKENS, self._clock(), tokens),
+            )
+        except sqlite3.Error as e:
+            log.warning("tokens not counted toward the rate limit", error=str(e))
+
+    def _expire(self, now: float) -> None:
+        if now - self._expired < _EXPIRE_EVERY:
+            return
+        self._expired = now
+        self._db.execute("DELETE FROM limit_events WHERE at <= ?", (now - WINDOW,))

@@ -31,7 +31,12 @@ CREATE TABLE <catalog>.<schema>.<table_prefix>_usage (
   output_cost_usd DOUBLE,
   cache_read_cost_usd DOUBLE,
   cache_write_cost_usd DOUBLE,
-  estimated_cost_usd DOUBLE
+  estimated_cost_usd DOUBLE,
+  -- The upstream that served the call (proxy.toml's name) and how many were tried: an
+  -- endpoint with several targets tries the next when one refuses connections or answers
+  -- 429 / 5xx before any byte reached the caller. Added after the first version.
+  upstream STRING,
+  attempts INT
 ) USING DELTA
 TBLPROPERTIES (
   'otel.schemaVersion' = 'v1'

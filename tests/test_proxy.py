@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -82,6 +83,31 @@ model = "claude-slow"
 [endpoints.databricks-claude-leaky]
 upstream = "anthropic"
 model = "claude-leaky"
+
+[upstreams.anthropic-b]
+api = "anthropic"
+base_url = "{url}"
+api_key_env = "STUB_ANTHROPIC_KEY"
+
+[endpoints.databricks-claude-fallback]
+targets = [
+  {{ upstream = "unreachable", model = "claude-opus-4-6" }},
+  {{ upstream = "anthropic", model = "claude-overloaded" }},
+  {{ upstream = "anthropic-b", model = "claude-unavailable" }},
+  {{ upstream = "anthropic-b", model = "claude-opus-4-6" }},
+]
+
+[endpoints.databricks-claude-broken]
+targets = [
+  {{ upstream = "anthropic", model = "claude-broken" }},
+  {{ upstream = "anthropic-b", model = "claude-opus-4-6" }},
+]
+
+[endpoints.databricks-claude-balanced]
+targets = [
+  {{ upstream = "anthropic", model = "claude-opus-4-6", weight = 1 }},
+  {{ upstream = "anthropic-b", model = "claude-opus-4-6", weight = 1 }},
+]
 
 [redaction.patterns]
 internal_ticket = "TICKET-[0-9]{{6}}"
@@ -202,7 +228,11 @@ def usage(
     tokens: tuple[int, int, int, int, int] | None = None,
     streamed: bool = False,
     token_name: str = "alice",
+    upstream: str | None = "",
+    attempts: int = 1,
 ) -> dict[str, Any]:
+    """A usage row as a call must leave it; ``upstream`` "" is the route's own (the tests'
+    upstreams are named after their APIs), None for a call refused before any was tried."""
     names = (
         "input_tokens",
         "output_tokens",
@@ -221,6 +251,8 @@ def usage(
         **dict(zip(names, tokens or (None,) * 5, strict=True)),
         "streamed": streamed,
         **cost(route, model, tokens),
+        "upstream": {"cursor": "openai"}.get(route, route) if upstream == "" else upstream,
+        "attempts": None if upstream is None else attempts,
     }
 
 
@@ -538,7 +570,7 @@ def test_claude_codes_model_picker_lists_the_endpoints_the_token_may_call(gw: Ga
         if 'upstream = "anthropic"' in n or 'upstream = "unreachable"' in n
     )  # fmt: skip
     names = [n.split("]")[0] for n in anthropic_endpoints]
-    assert len(names) == 6
+    assert len(names) == 9
     listed = list(claude(gw, gw.alice, ua).models.list(limit=2))  # three pages
     assert [m.id for m in listed] == names
     assert {(m.type, m.display_name == m.id) for m in listed} == {("model", True)}
@@ -596,6 +628,56 @@ def test_credentials_in_payloads_are_redacted_before_they_are_stored(gw: Gateway
     assert up.LEAKED_KEY[9:25] not in row["response_body"]
     assert row["response_body"].startswith("[response withheld")
     assert (row["redactions"], row["redacted_kinds"]) == (1, ["anthropic_key"])
+
+
+def test_a_target_that_fails_before_any_byte_is_relayed_is_retried_on_the_next(
+    gw: Gateway,
+) -> None:
+    """An endpoint's targets in order: refused connections, a 529 and a 503 are retried on the
+    next, and the fourth serves; the usage row says which upstream and how many were tried."""
+    ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+    seen = len(gw.stub.requests)
+    reply = claude(gw, gw.alice, ua).messages.create(
+        model="databricks-claude-fallback", max_tokens=64,
+        messages=[{"role": "user", "content": "Say hello"}],
+    )  # fmt: skip
+    assert reply.content[0].text == "".join(up.ANTHROPIC_TEXT)
+    tried = [r.body["model"] for r in gw.stub.requests[seen:]]
+    assert tried == ["claude-overloaded", "claude-unavailable", "claude-opus-4-6"]
+    assert usage_rows(gw, ua) == [
+        usage(agent="claude-code", route="anthropic", operation="messages",
+              endpoint="databricks-claude-fallback", model="claude-opus-4-6",
+              tokens=(25, 15, 100, 7, 0), upstream="anthropic-b", attempts=4)
+    ]  # fmt: skip
+
+
+def test_a_stream_that_fails_after_bytes_were_relayed_is_not_retried(gw: Gateway) -> None:
+    ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+    seen = len(gw.stub.requests)
+    # The caller's connection is cut as the upstream's was: its client sees a broken answer.
+    with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+        with claude(gw, gw.alice, ua).messages.stream(
+            model="databricks-claude-broken", max_tokens=64,
+            messages=[{"role": "user", "content": "Say hello"}],
+        ) as stream:  # fmt: skip
+            list(stream.text_stream)
+    assert [r.body["model"] for r in gw.stub.requests[seen:]] == ["claude-broken"]
+    (row,) = usage_rows(gw, ua)
+    assert (row["status_code"], row["upstream"], row["attempts"], row["upstream_model"]) == (
+        502, "anthropic", 1, "claude-broken",
+    )  # fmt: skip
+
+
+def test_weighted_targets_share_the_calls(gw: Gateway) -> None:
+    ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+    for _ in range(24):
+        claude(gw, gw.alice, ua).messages.create(
+            model="databricks-claude-balanced", max_tokens=8,
+            messages=[{"role": "user", "content": "hi"}],
+        )  # fmt: skip
+    served = Counter(r["upstream"] for r in usage_rows(gw, ua, 24))
+    assert set(served) == {"anthropic", "anthropic-b"} and sum(served.values()) == 24
+    assert all(r["attempts"] == 1 for r in usage_rows(gw, ua, 24))
 
 
 def test_unknown_token_is_401_in_each_providers_format(gw: Gateway) -> None:
@@ -753,6 +835,7 @@ def test_unreachable_upstream_is_502_in_the_providers_format(gw: Gateway) -> Non
             endpoint="databricks-claude-unreachable",
             model="claude-opus-4-6",
             status=502,
+            upstream="unreachable",
         )
     ]
 
@@ -809,6 +892,7 @@ def test_first_byte_latency_added_by_the_proxy(gw: Gateway) -> None:
 # The columns usage.sql gained after its first version (the estimated cost of each call).
 COST_COLUMNS = ("priced_model", "input_cost_usd", "output_cost_usd", "cache_read_cost_usd",
                 "cache_write_cost_usd", "estimated_cost_usd")  # fmt: skip
+LATER_COLUMNS = (*COST_COLUMNS, "upstream", "attempts")  # and who served
 
 
 def test_a_usage_table_from_before_the_cost_columns_gains_them_and_keeps_its_rows(
@@ -818,7 +902,7 @@ def test_a_usage_table_from_before_the_cost_columns_gains_them_and_keeps_its_row
     rows: two workers starting on it add the columns in place (no file rewritten, nothing
     refused), the old rows read them as null and the new call's row has its cost."""
     schema = load_schema("usage")
-    old = pa.schema([f for f in schema.arrow if f.name not in COST_COLUMNS])
+    old = pa.schema([f for f in schema.arrow if f.name not in LATER_COLUMNS])
     path = tmp_path / "warehouse" / "main" / "ai_gateway" / "agents_usage"
     rows = [
         {"request_id": f"{i:032x}", "request_time_unix_nano": 1_700_000_000_000_000_000 + i,
@@ -867,9 +951,9 @@ def test_a_usage_table_from_before_the_cost_columns_gains_them_and_keeps_its_row
         assert proc.stop() == 0
         stub.stop()
     dt = DeltaTable(str(path))
-    assert [f.name for f in dt.schema().fields] == [*old.names, *COST_COLUMNS]
+    assert [f.name for f in dt.schema().fields] == [*old.names, *LATER_COLUMNS]
     assert old_file in dt.file_uris()  # added in place: the old rows' file is the same file
-    assert got[:3] == [{**r, **dict.fromkeys(COST_COLUMNS)} for r in rows]
+    assert got[:3] == [{**r, **dict.fromkeys(LATER_COLUMNS)} for r in rows]
     for row in got[3:]:
         tokens_of = tuple(row[k] for k in ("input_tokens", "output_tokens",
                                            "cache_read_input_tokens",
@@ -878,6 +962,7 @@ def test_a_usage_table_from_before_the_cost_columns_gains_them_and_keeps_its_row
             k: v for k, v in cost("anthropic", "claude-opus-4-6", tokens_of).items()
         }
         assert row["estimated_cost_usd"] > 0
+        assert (row["upstream"], row["attempts"]) == ("anthropic", 1)
     assert (endpoint["endpoint"], endpoint["requests"]) == ("databricks-claude-opus-4-6", 7)
     every = [
         cost("anthropic", "claude-opus-4-6", (r["input_tokens"], r["output_tokens"],
@@ -888,7 +973,7 @@ def test_a_usage_table_from_before_the_cost_columns_gains_them_and_keeps_its_row
         sum(c["estimated_cost_usd"].expected for c in every), rel=1e-9
     )
     added = [line for line in proc.logs().splitlines() if "table gained columns" in line]
-    assert len(added) == 1 and all(c in added[0] for c in COST_COLUMNS)
+    assert len(added) == 1 and all(c in added[0] for c in LATER_COLUMNS)
 
 
 def test_rate_limits_hold_across_two_workers(tmp_path: Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,10 +146,10 @@ def test_an_endpoints_own_price_and_the_model_it_is_priced_as() -> None:
         env, "x",
     )  # fmt: skip
     haiku = config.endpoints["team-claude"]
-    assert (haiku.priced_as, haiku.price) == ("anthropic/claude-haiku-4-5", None)
-    assert Prices().price(haiku.priced_as) == Prices().price("claude-haiku-4-5")
+    assert (haiku.price_model, haiku.price) == ("anthropic/claude-haiku-4-5", None)
+    assert Prices().price(haiku.price_model) == Prices().price("claude-haiku-4-5")
     negotiated = config.endpoints["negotiated"]
-    assert negotiated.priced_as == "claude-opus-4-6"
+    assert negotiated.price_model == ""  # priced as the model that serves
     assert negotiated.price == Price(4.0, 20.0, 4.0, 4.0)  # cache prices default to the input's
     with pytest.raises(ConfigError, match=r"endpoints\.bad\.price: needs input and output"):
         parse_proxy_config(
@@ -211,3 +214,34 @@ def test_redaction_patterns_from_the_proxy_config() -> None:
         parse_proxy_config({**base, "redaction": {"patterns": {"bad": "(unclosed"}}}, env, "x")
     with pytest.raises(ConfigError, match=r"\[redaction\] patterns maps kinds"):
         parse_proxy_config({**base, "redaction": {"patterns": {"n": 1}}}, env, "x")
+
+
+def test_an_endpoints_targets_and_their_order() -> None:
+    env = {"K": "k"}
+    up_ = {"base_url": "http://x", "api_key_env": "K"}
+    base = {"tables": "a.b.c", "upstreams": {"a": {**up_, "api": "anthropic"},
+                                             "b": {**up_, "api": "anthropic"},
+                                             "o": {**up_, "api": "openai"}}}  # fmt: skip
+
+    def endpoint(**e: Any) -> Any:
+        return parse_proxy_config({**base, "endpoints": {"e": e}}, env, "x").endpoints["e"]
+
+    listed = endpoint(targets=[{"upstream": "a", "model": "m1"}, {"upstream": "b", "model": "m2"}])
+    assert [(t.upstream.name, t.model) for t in listed.order(random.Random(1))] == [
+        ("a", "m1"), ("b", "m2"),
+    ]  # fmt: skip
+    assert (listed.upstream.name, listed.model) == ("a", "m1")
+    weighted = endpoint(targets=[{"upstream": "a", "weight": 3}, {"upstream": "b", "weight": 1}])
+    firsts = Counter(weighted.order(random.Random(i))[0].upstream.name for i in range(2000))
+    assert 0.70 < firsts["a"] / 2000 < 0.80  # three to one
+    assert {len(weighted.order(random.Random(i))) for i in range(50)} == {2}
+    for bad, message in [
+        ({"upstream": "a", "targets": [{"upstream": "b"}]}, "not both"),
+        ({"targets": [{"upstream": "a"}, {"upstream": "o"}]}, "speak one API"),
+        ({"targets": [{"upstream": "a", "weight": 1}, {"upstream": "b"}]}, "every target a weight"),
+        ({"targets": [{"upstream": "a", "weight": 0}]}, r"targets\[0\]: weight must be"),
+        ({"targets": [{"upstream": "z"}]}, r"targets\[0\]: upstream must name"),
+        ({"targets": []}, "targets is a list"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            endpoint(**bad)

@@ -4,7 +4,8 @@ with the payloads and SSE sequences the real APIs send, usage included. It runs 
 loop on a thread, records every request it gets, and notes streams its caller abandoned.
 
 Models with special behaviour: ``*-overloaded`` answers 529 (Anthropic's overloaded error),
-``*-bad`` answers 400, ``*-slow`` streams an event every 50 ms for ten seconds.
+``*-unavailable`` 503, ``*-bad`` 400, ``*-slow`` streams an event every 50 ms for ten seconds,
+``*-broken`` streams two events and then drops the connection.
 """
 
 from __future__ import annotations
@@ -371,6 +372,12 @@ class Stub:
         )
         await response.prepare(request)
         try:
+            if model.endswith("-broken"):
+                await response.write(events[0] + events[1])
+                await asyncio.sleep(0.05)
+                assert request.transport is not None
+                request.transport.abort()  # mid-answer, as a provider's crash looks
+                return response
             if model.endswith("-slow"):
                 await response.write(events[0] + events[1])
                 for _ in range(200):
@@ -392,6 +399,9 @@ class Stub:
         if model.endswith("-overloaded"):
             body = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
             return web.json_response(body, status=529, headers={"request-id": "req_overloaded"})
+        if model.endswith("-unavailable"):
+            body = {"error": {"code": 503, "message": "The service is unavailable."}}
+            return web.json_response(body, status=503)
         if model.endswith("-bad"):
             if kind == "anthropic":
                 body = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import tomllib
 from dataclasses import dataclass
@@ -14,7 +15,14 @@ from collector.prices import Price, PricesError
 from collector.proxy.redact import Redactor
 from collector.tables import InvalidTableName, TableName
 
-__all__ = ["API_OF_ROUTE", "Endpoint", "ProxyConfig", "Upstream", "load_proxy_config"]
+__all__ = [
+    "API_OF_ROUTE",
+    "Endpoint",
+    "ProxyConfig",
+    "Target",
+    "Upstream",
+    "load_proxy_config",
+]
 
 # Each route speaks one provider's API; an endpoint may only be called on a route of its API.
 API_OF_ROUTE = {
@@ -39,18 +47,40 @@ class Upstream:
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    name: str
+class Target:
+    """An upstream and the model it is asked for: one of the places an endpoint's calls go."""
+
     upstream: Upstream
     model: str
+    weight: float | None = None  # None: tried in the order listed (a fallback)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    upstream: Upstream  # the first target's
+    model: str  # the first target's
     requests_per_minute: int  # per token; 0: unlimited
     tokens_per_minute: int  # per token, input + output; 0: unlimited
-    price_model: str = ""  # what its calls are priced as ([provider/]model); "" = model
+    price_model: str = ""  # what its calls are priced as ([provider/]model); "" = as served
     price: Price | None = None  # its own price (negotiated), which wins over any price data
+    targets: tuple[Target, ...] = ()  # where its calls go, the first included
 
-    @property
-    def priced_as(self) -> str:
-        return self.price_model or self.model
+    def __post_init__(self) -> None:
+        if not self.targets:  # one upstream and model: the only target
+            object.__setattr__(self, "targets", (Target(self.upstream, self.model),))
+
+    def order(self, rnd: random.Random) -> list[Target]:
+        """The targets in the order one call tries them: as listed, or with weights, drawn
+        one after another in proportion to them (load balancing, then the rest as fallbacks)."""
+        targets = list(self.targets)
+        if any(t.weight is None for t in targets):
+            return targets
+        ordered = []
+        while targets:
+            pick = rnd.choices(range(len(targets)), [t.weight or 0.0 for t in targets])[0]
+            ordered.append(targets.pop(pick))
+        return ordered
 
 
 @dataclass(frozen=True)
@@ -114,9 +144,8 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
         at = f"{where}: endpoints.{name}"
         if not _ENDPOINT_NAME.fullmatch(name):
             raise ConfigError(f"{at}: endpoint names are letters, digits and . _ -")
-        upstream = upstreams.get(e.get("upstream", ""))
-        if upstream is None:
-            raise ConfigError(f"{at}: upstream must name one of [upstreams.*]")
+        targets = _targets(e, name, upstreams, at)
+        upstream = targets[0].upstream
         try:
             price = Price.from_toml(e["price"], f"{at}.price") if "price" in e else None
         except PricesError as error:
@@ -124,11 +153,12 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
         endpoints[name] = Endpoint(
             name,
             upstream,
-            str(e.get("model", name)),
+            targets[0].model,
             _count(e, "requests_per_minute", default_rpm, at),
             _count(e, "tokens_per_minute", default_tpm, at),
             str(e.get("price_model", "")),
             price,
+            targets,
         )
 
     routes = data.get("routes", {})
@@ -161,6 +191,37 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
         _number(data, "idle_timeout", 600.0, where),
         redactor,
     )
+
+
+def _targets(
+    e: dict[str, Any], name: str, upstreams: dict[str, Upstream], at: str
+) -> tuple[Target, ...]:
+    """An endpoint's targets: its ``upstream`` and ``model``, or its ``targets`` list, each
+    an upstream of the same API with its model and, for load balancing, a weight."""
+    listed = e.get("targets")
+    if listed is None:
+        listed = [{"upstream": e.get("upstream", ""), "model": e.get("model", name)}]
+    elif "upstream" in e or "model" in e:
+        raise ConfigError(f"{at}: give upstream and model, or targets, not both")
+    if not isinstance(listed, list) or not listed or not all(isinstance(t, dict) for t in listed):
+        raise ConfigError(f"{at}: targets is a list of {{ upstream, model, weight }} tables")
+    targets = []
+    for i, t in enumerate(listed):
+        where = at if "targets" not in e else f"{at}.targets[{i}]"
+        upstream = upstreams.get(str(t.get("upstream", "")))
+        if upstream is None:
+            raise ConfigError(f"{where}: upstream must name one of [upstreams.*]")
+        weight = t.get("weight")
+        if weight is not None and (
+            isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0
+        ):
+            raise ConfigError(f"{where}: weight must be a number > 0, got {weight!r}")
+        targets.append(Target(upstream, str(t.get("model", name)), weight))
+    if len({t.upstream.api for t in targets}) > 1:
+        raise ConfigError(f"{at}: its targets' upstreams must all speak one API")
+    if len({t.weight is None for t in targets}) > 1:
+        raise ConfigError(f"{at}: give every target a weight, or none (tried in order)")
+    return tuple(targets)
 
 
 def _compiles(pattern: str) -> bool:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import math
+import random
 import time
 import uuid
 from typing import Any
@@ -20,7 +21,7 @@ from collector.errors import ExportError, PermissionDenied, Unauthenticated, Una
 from collector.hoststate import HostState
 from collector.pipeline import Pipeline
 from collector.prices import Price, Prices
-from collector.proxy.config import API_OF_ROUTE, Endpoint, ProxyConfig
+from collector.proxy.config import API_OF_ROUTE, Endpoint, ProxyConfig, Target
 from collector.proxy.providers import (
     caller_token,
     error_body,
@@ -57,6 +58,9 @@ _GEMINI_METHODS = frozenset({"generateContent", "streamGenerateContent", "countT
 
 # Request headers the agents rely on upstream. Everything else stays here: above all the
 # caller's credentials, and the caller's OpenAI organisation / project, which are not ours.
+# Answers after which an endpoint's next target is tried (when nothing was relayed yet):
+# rate limited, overloaded (Anthropic's 529) or failing.
+_RETRIED = frozenset({429, 500, 502, 503, 504, 529})
 # An endpoint has no release date: its model objects give the epoch, a valid RFC 3339 time.
 _EPOCH = "1970-01-01T00:00:00Z"
 _FORWARD = frozenset(
@@ -130,19 +134,19 @@ class Proxy:
         self.config = config
         self.read_timeout = read_timeout
         self.limiter = RateLimiter(host)  # counts shared with the host's other workers
-        # Each endpoint's price, looked up once: its own (proxy.toml), else the price data's
-        # for the model it is priced as (with the --prices file's mapping and overrides).
+        self._random = random.Random()  # the order of an endpoint's weighted targets
+        # Each endpoint's prices, looked up once: its own (proxy.toml), else the price data's
+        # for the model it is priced as, or each of its targets' (with --prices' mapping).
         prices = prices or Prices()
-        self.prices: dict[str, Price | None] = {
-            name: e.price or prices.price(e.priced_as) for name, e in config.endpoints.items()
-        }
-        for name, price in self.prices.items():
-            if price is None:
-                log.warning(
-                    "no price known: calls will have no estimated cost",
-                    endpoint=name,
-                    priced_as=config.endpoints[name].priced_as,
-                )
+        self.prices: dict[tuple[str, str], Price | None] = {}
+        for name, e in config.endpoints.items():
+            for target in e.targets:
+                priced_as = e.price_model or target.model
+                price = e.price or prices.price(priced_as)
+                self.prices[name, target.model] = price
+                if price is None:
+                    log.warning("no price known: calls will have no estimated cost",
+                                endpoint=name, priced_as=priced_as)  # fmt: skip
         self._session: aiohttp.ClientSession | None = None
         self._recording: set[asyncio.Task[None]] = set()
 
@@ -346,8 +350,9 @@ class Proxy:
             if method not in _GEMINI_METHODS:
                 raise _Refusal(404, f"method {method!r} is not served by this proxy")
             endpoint = self._endpoint(api, model, principal)
-            path = f"/{request.match_info['version']}/models/{endpoint.model}:{method}"
-            upstream_body = body
+
+            def upstream_request(target: Target) -> tuple[str, bytes]:
+                return f"/{request.match_info['version']}/models/{target.model}:{method}", body
         else:
             try:
                 payload = json.loads(body)
@@ -356,14 +361,17 @@ class Proxy:
             if not isinstance(payload, dict):
                 raise _Refusal(400, "the request body is not a JSON object")
             endpoint = self._endpoint(api, payload.get("model"), principal)
-            payload["model"] = endpoint.model
             if call.operation == "chat.completions" and payload.get("stream") is True:
                 # Chat Completions streams report usage only when asked to.
                 options = payload.get("stream_options")
                 options = options if isinstance(options, dict) else {}
                 payload["stream_options"] = {**options, "include_usage": True}
             path = request.path[len(call.route) + 1 :]
-            upstream_body = json.dumps(payload, ensure_ascii=False).encode()
+
+            def upstream_request(target: Target) -> tuple[str, bytes]:
+                payload["model"] = target.model
+                return path, json.dumps(payload, ensure_ascii=False).encode()
+
         call.endpoint = endpoint.name
         call.upstream_model = endpoint.model
         try:
@@ -376,29 +384,47 @@ class Proxy:
         except RateLimited as e:
             raise _Refusal(429, e.message, e.retry_after) from None
 
-        upstream = endpoint.upstream
-        headers = _forwarded_headers(request.headers) | upstream_auth(
-            upstream.api, upstream.api_key
-        )
-        headers["Content-Type"] = "application/json"
+        forwarded = _forwarded_headers(request.headers)
         query = [(k, v) for k, v in request.query.items() if k != "key"]
+        targets = endpoint.order(self._random)
         try:
-            # Never follow a redirect: aiohttp would carry x-api-key / x-goog-api-key and the
-            # prompt to wherever it points. A 3xx is relayed to the caller as it is.
-            async with self.session.post(
-                upstream.base_url + path,
-                params=query,
-                data=upstream_body,
-                headers=headers,
-                allow_redirects=False,
-            ) as answer:
-                return await self._relay(request, answer, call, api, started)
-        except (aiohttp.ClientError, TimeoutError) as e:
-            if call.status:  # the answer had begun: its status is sent, nothing more to say
-                raise
-            raise _Refusal(
-                502, f"upstream {upstream.name} unreachable: {type(e).__name__}"
-            ) from None
+            for tried, target in enumerate(targets, 1):
+                upstream, last = target.upstream, tried == len(targets)
+                call.upstream, call.upstream_model, call.attempts = (
+                    upstream.name,
+                    target.model,
+                    tried,
+                )
+                upstream_path, upstream_body = upstream_request(target)
+                headers = forwarded | upstream_auth(upstream.api, upstream.api_key)
+                headers["Content-Type"] = "application/json"
+                try:
+                    # Never follow a redirect: aiohttp would carry x-api-key / x-goog-api-key
+                    # and the prompt to wherever it points. A 3xx is relayed as it is.
+                    async with self.session.post(
+                        upstream.base_url + upstream_path,
+                        params=query,
+                        data=upstream_body,
+                        headers=headers,
+                        allow_redirects=False,
+                    ) as answer:
+                        if not last and answer.status in _RETRIED:
+                            # Nothing reached the caller yet: the next target may serve.
+                            log.info("upstream refused; trying the next", endpoint=endpoint.name,
+                                     upstream=upstream.name, status=answer.status)  # fmt: skip
+                            continue
+                        return await self._relay(request, answer, call, api, started)
+                except (aiohttp.ClientError, TimeoutError) as e:
+                    if call.status:  # the answer had begun: its status is sent, nothing more
+                        raise
+                    if not last:
+                        log.info("upstream unreachable; trying the next", endpoint=endpoint.name,
+                                 upstream=upstream.name, error=type(e).__name__)  # fmt: skip
+                        continue
+                    raise _Refusal(
+                        502, f"upstream {upstream.name} unreachable: {type(e).__name__}"
+                    ) from None
+            raise AssertionError("an endpoint has at least one target")
         finally:
             if call.usage is not None:
                 self.limiter.record_tokens(
@@ -443,13 +469,17 @@ class Proxy:
             log.info("proxy caller went away", request_id=call.request_id, route=call.route)
             return response
         except (aiohttp.ClientError, TimeoutError) as e:
-            # Headers are sent; the caller sees the stream end early. Recorded as a gateway error.
+            # Headers are sent: the caller's connection is cut as the upstream's was, so that
+            # its client sees a broken answer (and may retry), not a short one that looks whole.
+            # Not retried on another target: part of the answer has reached the caller.
             log.warning(
                 "proxy upstream failed mid-answer",
                 request_id=call.request_id,
                 error=type(e).__name__,
             )
             call.status = 504 if isinstance(e, TimeoutError) else 502
+            if request.transport is not None:
+                request.transport.abort()
             return response
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
@@ -513,11 +543,13 @@ class Proxy:
         task.add_done_callback(self._recording.discard)
 
     def _cost(self, call: Call) -> Cost | None:
+        """The call's cost at the price of the model that served it (or the endpoint's)."""
         endpoint = self.config.endpoints.get(call.endpoint or "")
-        if endpoint is None:
+        if endpoint is None or call.upstream_model is None:
             return None
-        price = self.prices[endpoint.name]
-        return cost_of(call, endpoint.upstream.api, endpoint.priced_as, price)
+        price = self.prices.get((endpoint.name, call.upstream_model))
+        priced_as = endpoint.price_model or call.upstream_model
+        return cost_of(call, endpoint.upstream.api, priced_as, price)
 
     async def _store(self, call: Call) -> None:
         try:

@@ -60,7 +60,9 @@ class Call:
     user_agent: str
     token_name: str | None = None
     endpoint: str | None = None
+    upstream: str | None = None  # the name of the upstream that served (or was tried last)
     upstream_model: str | None = None
+    attempts: int = 0  # upstreams tried
     status: int = 0
     usage: Usage | None = None
     latency_ms: float = 0.0
@@ -121,6 +123,8 @@ def usage_batch(call: Call, cost: Cost | None = None) -> pa.RecordBatch:
         "cache_read_cost_usd": cost.cache_read if cost else None,
         "cache_write_cost_usd": cost.cache_write if cost else None,
         "estimated_cost_usd": cost.total if cost else None,
+        "upstream": call.upstream,
+        "attempts": call.attempts or None,
     }
     return pa.RecordBatch.from_pylist([row], schema=load_schema("usage").arrow)
 

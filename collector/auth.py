@@ -171,6 +171,7 @@ def parse_grant(text: str) -> AnyGrant:
 class Principal:
     name: str
     grants: tuple[AnyGrant, ...]
+    team: str | None = None  # the tokens file's team: the proxy's team budgets count by it
 
     def authorize(self, table: TableName, signal: Signal) -> None:
         if not any(g.allows(table, signal) for g in self.grants):
@@ -222,6 +223,7 @@ def _load(path: Path) -> list[_Entry]:
             name = str(item["name"])
             digest = bytes.fromhex(item["sha256"])
             grants = tuple(parse_grant(g) for g in item.get("grants", []))
+            team = _team(item.get("team"))
         except (KeyError, TypeError, ValueError) as e:
             raise TokensError(f"{where}: {e}") from None
         if len(digest) != 32:
@@ -229,8 +231,19 @@ def _load(path: Path) -> list[_Entry]:
         if name in names:
             raise TokensError(f"{where}: the name {name!r} is used twice")
         names.add(name)
-        entries.append(_Entry(digest, Principal(name, grants)))
+        entries.append(_Entry(digest, Principal(name, grants, team)))
     return entries
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
+
+
+def _team(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError(f"team {value!r}: use letters, digits and . _ @ - (at most 128)")
+    return value
 
 
 class Authenticator:
@@ -243,6 +256,10 @@ class Authenticator:
     @property
     def enabled(self) -> bool:
         return self._entries is not None
+
+    def teams(self) -> dict[str, str | None]:
+        """Each token's team, by token name."""
+        return {e.principal.name: e.principal.team for e in self._entries or ()}
 
     def authenticate(self, authorization: str | None) -> Principal:
         if self._entries is None:
@@ -261,11 +278,16 @@ class Authenticator:
         return found
 
 
-def add_token(path: Path, name: str, grants: list[str]) -> str:
-    """Append a new random token's hash to ``path``; return the token (shown once)."""
+def add_token(path: Path, name: str, grants: list[str], team: str | None = None) -> str:
+    """Append a new random token's hash to ``path`` (with its ``team``, if any); return the
+    token (shown once)."""
     parsed = [parse_grant(g) for g in grants]
-    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,128}", name):
+    if not _NAME.fullmatch(name):
         raise TokensError(f"token name {name!r}: use letters, digits and . _ @ - (at most 128)")
+    try:
+        _team(team)
+    except ValueError as e:
+        raise TokensError(str(e)) from None
     existing = _load(path) if path.exists() else []
     if any(e.principal.name == name for e in existing):
         raise TokensError(f"a token named {name!r} is already in {path}")
@@ -273,14 +295,14 @@ def add_token(path: Path, name: str, grants: list[str]) -> str:
     digest = _hash(token).hex()
     if path.suffix == ".json":
         data = json.loads(path.read_text()) if path.exists() else {"tokens": []}
-        data.setdefault("tokens", []).append(
-            {"name": name, "sha256": digest, "grants": [str(g) for g in parsed]}
-        )
+        entry = {"name": name, "sha256": digest, "grants": [str(g) for g in parsed]}
+        data.setdefault("tokens", []).append(entry | ({"team": team} if team else {}))
         text = json.dumps(data, indent=2) + "\n"
     else:
         old = path.read_text() if path.exists() else ""
         grants_toml = ", ".join(json.dumps(str(g)) for g in parsed)
         block = f'[[token]]\nname = "{name}"\nsha256 = "{digest}"\ngrants = [{grants_toml}]\n'
+        block += f'team = "{team}"\n' if team else ""
         text = old + ("\n" if old and not old.endswith("\n\n") else "") + block
     tmp = path.with_suffix(path.suffix + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)

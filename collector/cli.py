@@ -121,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
         "through the dashboard, e.g. 'read:main.agents.*' (repeatable)",
     )
     add.add_argument(
+        "--team",
+        default=None,
+        metavar="TEAM",
+        help="the team the token belongs to: the proxy's team budgets count its spend",
+    )
+    add.add_argument(
         "--tokens-file",
         type=Path,
         default=None,
@@ -209,7 +215,7 @@ def _tokens_add(args: argparse.Namespace) -> int:
     if not args.grant:
         print("error: give at least one --grant", file=sys.stderr)
         return 2
-    token = add_token(path, args.name, args.grant)
+    token = add_token(path, args.name, args.grant, args.team)
     print(token)
     print(
         f"token {args.name!r} added to {path} (only its hash is stored: keep the token now, "

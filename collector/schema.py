@@ -257,15 +257,16 @@ class TableSchema:
         _compare_struct(Struct(self.columns), found, "")
 
     def missing_columns(self, delta_json: str | dict[str, Any]) -> list[Column]:
-        """The DDL's top-level columns that a table written by an earlier version lacks, if
-        that is all that differs (each column it has, the DDL has, with the same type): the
-        columns to add to it. Raises :class:`SchemaMismatch` on any other difference."""
+        """The DDL's last columns, which a table written by an earlier version lacks (a DDL
+        gains columns at its end only): the columns to add to it, if that is all that
+        differs. Raises :class:`SchemaMismatch` on any other difference, a column missing
+        from the middle included: such a table was not made by this DDL."""
         found = json.loads(delta_json) if isinstance(delta_json, str) else delta_json
-        present = {f["name"] for f in found.get("fields", [])}
-        missing = [c for c in self.columns if c.name not in present]
-        kept = tuple(c for c in self.columns if c.name in present)
-        _compare_struct(Struct(kept), found, "")
-        return missing
+        names = [f["name"] for f in found.get("fields", [])]
+        if names != [c.name for c in self.columns[: len(names)]]:
+            _compare_struct(Struct(self.columns), found, "")  # says what differs
+        _compare_struct(Struct(self.columns[: len(names)]), found, "")
+        return list(self.columns[len(names) :])
 
 
 def to_arrow(t: SqlType) -> pa.DataType:

@@ -103,6 +103,24 @@ targets = [
   {{ upstream = "anthropic-b", model = "claude-opus-4-6" }},
 ]
 
+[endpoints.databricks-claude-cheap]
+upstream = "anthropic"
+model = "claude-haiku-4-5"
+
+[budgets.dave-daily]
+token = "dave"
+daily_usd = 0.0001
+
+[budgets.ops-monthly]
+team = "ops"
+monthly_usd = 0.0001
+
+[budgets.gina-opus]
+token = "gina"
+daily_usd = 0.0001
+endpoints = "databricks-claude-opus-*"
+fallback = "databricks-claude-cheap"
+
 [endpoints.databricks-claude-balanced]
 targets = [
   {{ upstream = "anthropic", model = "claude-opus-4-6", weight = 1 }},
@@ -148,6 +166,7 @@ class Gateway:
     alice: str  # endpoint:databricks-*
     bob: str  # a table grant only: may call no endpoint
     carol: str  # endpoint:databricks-claude-*
+    budgeted: dict[str, str]  # the tokens of the budget tests, by name
 
     def url(self, path: str) -> str:
         return self.proc.url(path)
@@ -162,16 +181,20 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     alice = add_token(tokens, "alice", ["endpoint:databricks-*"])
     bob = add_token(tokens, "bob", ["main.agents.*"])
     carol = add_token(tokens, "carol", ["endpoint:databricks-claude-*"])
+    budgeted = {
+        name: add_token(tokens, name, ["endpoint:databricks-*"], team)
+        for name, team in (("dave", None), ("erin", "ops"), ("frank", "ops"), ("gina", None))
+    }
     config = d / "proxy.toml"
     config.write_text(PROXY_TOML.format(url=stub.url))
     proc = CollectorProcess(
         d / "warehouse", "--proxy-config", str(config), "--tokens-file", str(tokens), env=KEYS
     )
-    yield Gateway(proc, stub, alice, bob, carol)
+    yield Gateway(proc, stub, alice, bob, carol, budgeted)
     assert proc.stop() == 0
     stub.stop()
     logs = proc.logs()
-    for secret in [alice, bob, carol, *KEYS.values()]:
+    for secret in [alice, bob, carol, *budgeted.values(), *KEYS.values()]:
         assert secret not in logs
 
 
@@ -570,7 +593,7 @@ def test_claude_codes_model_picker_lists_the_endpoints_the_token_may_call(gw: Ga
         if 'upstream = "anthropic"' in n or 'upstream = "unreachable"' in n
     )  # fmt: skip
     names = [n.split("]")[0] for n in anthropic_endpoints]
-    assert len(names) == 9
+    assert len(names) == 10
     listed = list(claude(gw, gw.alice, ua).models.list(limit=2))  # three pages
     assert [m.id for m in listed] == names
     assert {(m.type, m.display_name == m.id) for m in listed} == {("model", True)}
@@ -678,6 +701,54 @@ def test_weighted_targets_share_the_calls(gw: Gateway) -> None:
     served = Counter(r["upstream"] for r in usage_rows(gw, ua, 24))
     assert set(served) == {"anthropic", "anthropic-b"} and sum(served.values()) == 24
     assert all(r["attempts"] == 1 for r in usage_rows(gw, ua, 24))
+
+
+def hello(gw: Gateway, token: str, model: str = "databricks-claude-opus-4-6") -> Any:
+    ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+    return claude(gw, token, ua).messages.create(
+        model=model, max_tokens=64, messages=[{"role": "user", "content": "Say hello"}]
+    )
+
+
+def test_a_token_over_its_daily_budget_is_refused_in_each_providers_format(gw: Gateway) -> None:
+    """The first call spends more than dave's $0.0001 a day; every next call, on any route,
+    is a 429 in its provider's format that names the budget and when it resets."""
+    dave = gw.budgeted["dave"]
+    assert hello(gw, dave).content[0].text == "".join(up.ANTHROPIC_TEXT)
+    tomorrow = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(time.time() + 86_400))
+    said = f"daily budget 'dave-daily' of $0.0001 for token 'dave' is spent ($0.000594); it resets at {tomorrow}"
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        hello(gw, dave)
+    assert refused.value.body["error"] == {"type": "rate_limit_error", "message": said}
+    wait = float(refused.value.response.headers["Retry-After"])
+    assert 0 < wait <= 86_400
+    codex = openai.OpenAI(base_url=gw.url("/openai/v1"), api_key=dave, max_retries=0)
+    with pytest.raises(openai.RateLimitError) as refused_openai:
+        codex.responses.create(model="databricks-gpt-5-2", input="hi")
+    assert refused_openai.value.body["message"] == said  # type: ignore[index]
+    gemini = genai.Client(api_key=dave, http_options=types.HttpOptions(
+        base_url=gw.url("/gemini"), headers={"Authorization": f"Bearer {dave}"}))  # fmt: skip
+    with pytest.raises(genai_errors.ClientError) as refused_gemini:
+        gemini.models.generate_content(model="databricks-gemini-2-5-flash", contents="hi")
+    assert refused_gemini.value.code == 429 and said in str(refused_gemini.value)
+
+
+def test_a_team_budget_counts_every_token_of_the_team(gw: Gateway) -> None:
+    erin, frank = gw.budgeted["erin"], gw.budgeted["frank"]
+    hello(gw, erin)  # spends the team's month
+    with pytest.raises(anthropic.RateLimitError, match=r"budget 'ops-monthly' .* for team 'ops'"):
+        hello(gw, frank)
+
+
+def test_a_spent_budget_with_a_fallback_moves_the_call_to_the_cheaper_endpoint(
+    gw: Gateway,
+) -> None:
+    gina = gw.budgeted["gina"]
+    assert hello(gw, gina).model == "claude-opus-4-6"
+    moved = hello(gw, gina)  # gina's opus budget is spent: haiku answers instead
+    assert moved.model == "claude-haiku-4-5" and moved.content[0].text == "".join(up.ANTHROPIC_TEXT)
+    assert gw.stub.requests[-1].body["model"] == "claude-haiku-4-5"
+    assert hello(gw, gina, "databricks-claude-cheap").model == "claude-haiku-4-5"  # no budget
 
 
 def test_unknown_token_is_401_in_each_providers_format(gw: Gateway) -> None:
@@ -1017,4 +1088,53 @@ def test_rate_limits_hold_across_two_workers(tmp_path: Path) -> None:
         assert workers == {0, 1}, "the kernel gave every connection to one worker"
     finally:
         assert proc.stop() == 0
+        stub.stop()
+
+
+def test_budgets_hold_across_workers_and_are_rebuilt_from_the_usage_table(tmp_path: Path) -> None:
+    """Two workers count one budget; a collector started on the same warehouse with a new WAL
+    directory (another machine, say) reads this month's spend from the usage table first."""
+    stub = up.Stub()
+    stub.start()
+    tokens = tmp_path / "tokens.toml"
+    alice = add_token(tokens, "alice", ["endpoint:databricks-*"])
+    config = tmp_path / "proxy.toml"
+    config.write_text(PROXY_TOML.format(url=stub.url)
+                      + '\n[budgets.each-token]\neach = "token"\ndaily_usd = 0.0005\n')  # fmt: skip
+    args = ("--proxy-config", str(config), "--tokens-file", str(tokens), "--workers", "2")
+
+    def calls(proc: CollectorProcess, n: int) -> list[int]:
+        def one(_: int) -> int:
+            with httpx.Client(timeout=30) as client:  # a connection of its own
+                return client.post(
+                    proc.url("/anthropic/v1/messages"),
+                    json={"model": "databricks-claude-opus-4-6", "max_tokens": 8,
+                          "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"Authorization": f"Bearer {alice}", "anthropic-version": "2023-06-01"},
+                ).status_code  # fmt: skip
+
+        with ThreadPoolExecutor(1) as pool:  # one after the other, each call's spend counted
+            return list(pool.map(one, range(n)))
+
+    first = CollectorProcess(tmp_path / "warehouse", *args, "--wal-dir", str(tmp_path / "wal1"),
+                             env=KEYS)  # fmt: skip
+    try:
+        # Each call costs $0.000594 (the stub's usage at opus' prices): the first fits under
+        # $0.0005; whichever worker takes them, the rest are refused.
+        assert calls(first, 8) == [200] + [429] * 7
+        workers = {json.loads(line).get("worker") for line in first.logs().splitlines()
+                   if '"proxy call"' in line}  # fmt: skip
+        assert workers == {0, 1}
+    finally:
+        assert first.stop() == 0
+    second = CollectorProcess(tmp_path / "warehouse", *args, "--wal-dir", str(tmp_path / "wal2"),
+                              env=KEYS)  # fmt: skip
+    try:
+        assert calls(second, 2) == [429, 429]
+        rebuilt = [json.loads(line) for line in second.logs().splitlines()
+                   if "spend read from the usage table" in line]  # fmt: skip
+        assert rebuilt and rebuilt[0]["calls"] == 1
+        assert rebuilt[0]["usd"] == pytest.approx(0.000594)
+    finally:
+        assert second.stop() == 0
         stub.stop()

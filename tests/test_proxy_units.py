@@ -14,6 +14,7 @@ from collector.config import ConfigError
 from collector.errors import PermissionDenied
 from collector.hoststate import HostState
 from collector.prices import Price, Prices
+from collector.proxy.budgets import parse_budgets, period_start
 from collector.proxy.config import load_proxy_config, parse_proxy_config
 from collector.proxy.providers import Usage, stream_text, usage_from
 from collector.proxy.ratelimit import RateLimited, RateLimiter
@@ -245,3 +246,31 @@ def test_an_endpoints_targets_and_their_order() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             endpoint(**bad)
+
+
+def test_budgets_and_their_periods() -> None:
+    endpoints = ["databricks-claude-opus-4-6", "cheap"]
+    (each, team) = parse_budgets(
+        {"per-person": {"each": "token", "daily_usd": 20, "monthly_usd": 300.5},
+         "ops": {"team": "ops", "monthly_usd": 1000, "endpoints": "databricks-claude-*",
+                 "fallback": "cheap"}},
+        endpoints, "x",
+    )  # fmt: skip
+    assert each.limits == (("day", 20.0), ("month", 300.5))
+    assert each.holds("alice", None, "anything") == "alice"
+    assert team.holds("alice", "ops", "databricks-claude-opus-4-6") == "ops"
+    assert team.holds("alice", "ops", "cheap") is None  # not an endpoint it holds
+    assert team.holds("alice", "dev", "databricks-claude-opus-4-6") is None
+    now = 1_764_700_000.0  # 2025-12-02T18:26:40Z
+    assert period_start("day", now) == 1_764_633_600.0  # 2025-12-02T00:00Z
+    assert period_start("month", now) == 1_764_547_200.0  # 2025-12-01T00:00Z
+    for bad, message in [
+        ({"b": {"daily_usd": 1}}, "give one of each"),
+        ({"b": {"each": "person", "daily_usd": 1}}, 'each must be "token" or "team"'),
+        ({"b": {"token": "a"}}, "give daily_usd, monthly_usd or both"),
+        ({"b": {"token": "a", "daily_usd": -1}}, "daily_usd must be a number"),
+        ({"b": {"token": "a", "daily_usd": 1, "fallback": "nope"}}, "fallback 'nope' is not"),
+        ({"b": {"token": "a", "daily_usd": 1, "weekly_usd": 1}}, "unknown key"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_budgets(bad, endpoints, "x")

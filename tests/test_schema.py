@@ -668,11 +668,12 @@ def test_a_table_lacking_only_later_columns_is_to_gain_them() -> None:
     schema = load_schema("usage")
     found = delta_schema(schema.arrow)
     assert schema.missing_columns(found) == []
-    found["fields"] = [f for f in found["fields"] if not f["name"].endswith("_cost_usd")]
+    names = [f["name"] for f in found["fields"]]
+    found["fields"] = found["fields"][: names.index("priced_model")]  # as the first version
     missing = schema.missing_columns(json.dumps(found))
     assert [c.name for c in missing] == [
-        "input_cost_usd", "output_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd",
-        "estimated_cost_usd",
+        "priced_model", "input_cost_usd", "output_cost_usd", "cache_read_cost_usd",
+        "cache_write_cost_usd", "estimated_cost_usd", "upstream", "attempts",
     ]  # fmt: skip
 
 
@@ -681,9 +682,14 @@ def test_a_table_that_differs_otherwise_is_refused_even_if_it_also_lacks_columns
     found = delta_schema(schema.arrow)
     found["fields"] = [f for f in found["fields"] if f["name"] != "estimated_cost_usd"]
     find_field(found, "status_code")["type"] = "string"
+    # (and a column missing from the middle is not an earlier version's table either)
     with pytest.raises(SchemaMismatch, match='"status_code" has type STRING in the table'):
         schema.missing_columns(found)
     found = delta_schema(schema.arrow)
     found["fields"].append(delta_field("extra", pa.string()))
     with pytest.raises(SchemaMismatch, match='"extra" found in the table schema'):
+        schema.missing_columns(found)
+    found = delta_schema(schema.arrow)
+    found["fields"] = [f for f in found["fields"] if f["name"] != "agent"]
+    with pytest.raises(SchemaMismatch, match='"agent" found in the schema definition'):
         schema.missing_columns(found)

@@ -12,6 +12,7 @@ from typing import Any
 
 from collector.config import ConfigError, parse_size
 from collector.prices import Price, PricesError
+from collector.proxy.budgets import Budget, parse_budgets
 from collector.proxy.redact import Redactor
 from collector.tables import InvalidTableName, TableName
 
@@ -94,6 +95,7 @@ class ProxyConfig:
     connect_timeout: float
     idle_timeout: float
     redactor: Redactor | None = None  # None: payloads stored as sent ([redaction] enabled=false)
+    budgets: tuple[Budget, ...] = ()
 
 
 def _number(data: dict[str, Any], key: str, default: float, where: str) -> float:
@@ -180,6 +182,10 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
     except re.error as e:
         bad = next((f"patterns.{k}" for k, v in patterns.items() if not _compiles(v)), "patterns")
         raise ConfigError(f"{where}: [redaction] {bad}: {e} (flags scoped, as (?i:…))") from None
+    try:
+        budgets = parse_budgets(data.get("budgets", {}), endpoints, where)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return ProxyConfig(
         usage_table,
         inference_table,
@@ -190,6 +196,7 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
         _number(data, "connect_timeout", 10.0, where),
         _number(data, "idle_timeout", 600.0, where),
         redactor,
+        budgets,
     )
 
 

@@ -21,6 +21,7 @@ from collector.errors import ExportError, PermissionDenied, Unauthenticated, Una
 from collector.hoststate import HostState
 from collector.pipeline import Pipeline
 from collector.prices import Price, Prices
+from collector.proxy.budgets import BudgetSpent, Spend
 from collector.proxy.config import API_OF_ROUTE, Endpoint, ProxyConfig, Target
 from collector.proxy.providers import (
     caller_token,
@@ -134,6 +135,7 @@ class Proxy:
         self.config = config
         self.read_timeout = read_timeout
         self.limiter = RateLimiter(host)  # counts shared with the host's other workers
+        self.spend = Spend(host)  # so are the budgets' sums
         self._random = random.Random()  # the order of an endpoint's weighted targets
         # Each endpoint's prices, looked up once: its own (proxy.toml), else the price data's
         # for the model it is priced as, or each of its targets' (with --prices' mapping).
@@ -274,7 +276,7 @@ class Proxy:
             response = self._error_response(api, 401, e.message)
             response.headers["WWW-Authenticate"] = 'Bearer realm="proxy"'
             return response
-        call.token_name = principal.name
+        call.token_name, call.team = principal.name, principal.team
         try:
             return await self._call(request, call, api, principal, started)
         except _Refusal as e:
@@ -372,6 +374,7 @@ class Proxy:
                 payload["model"] = target.model
                 return path, json.dumps(payload, ensure_ascii=False).encode()
 
+        endpoint = self._within_budget(principal, endpoint, api)
         call.endpoint = endpoint.name
         call.upstream_model = endpoint.model
         try:
@@ -527,8 +530,35 @@ class Proxy:
             with contextlib.suppress(ValueError):
                 call.usage = usage_from(api, json.loads(whole), call.usage)
 
+    def _within_budget(self, principal: Principal, endpoint: Endpoint, api: str) -> Endpoint:
+        """``endpoint``, or the fallback of a budget it is over (and so on), or a 429 naming
+        the budget and when it resets."""
+        tried = {endpoint.name}
+        while True:
+            try:
+                self.spend.check(self.config.budgets, principal.name, principal.team,
+                                 endpoint.name, time.time())  # fmt: skip
+                return endpoint
+            except BudgetSpent as e:
+                fallback = self.config.endpoints.get(e.budget.fallback or "")
+                if (
+                    fallback is None
+                    or fallback.name in tried
+                    or fallback.upstream.api != api
+                    or not any(g.allows_endpoint(fallback.name) for g in principal.grants)
+                ):
+                    raise _Refusal(429, e.message, e.retry_after) from None
+                log.info("budget spent: the call goes to its fallback", budget=e.budget.name,
+                         endpoint=endpoint.name, fallback=fallback.name)  # fmt: skip
+                tried.add(fallback.name)
+                endpoint = fallback
+
     def _record(self, call: Call) -> None:
-        """Store the call's rows in the background: the answer is not held up by the WAL."""
+        """Count the call's spend, and store its rows in the background: the answer is not
+        held up by the WAL."""
+        cost = self._cost(call)
+        if cost is not None and call.token_name is not None and call.endpoint is not None:
+            self.spend.add(time.time(), call.token_name, call.team, call.endpoint, cost.total)
         log.info(
             "proxy call",
             request_id=call.request_id,
@@ -538,7 +568,7 @@ class Proxy:
             latency_ms=round(call.latency_ms, 1),
             streamed=call.streamed,
         )
-        task = asyncio.get_running_loop().create_task(self._store(call))
+        task = asyncio.get_running_loop().create_task(self._store(call, cost))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 
@@ -551,9 +581,9 @@ class Proxy:
         priced_as = endpoint.price_model or call.upstream_model
         return cost_of(call, endpoint.upstream.api, priced_as, price)
 
-    async def _store(self, call: Call) -> None:
+    async def _store(self, call: Call, cost: Cost | None) -> None:
         try:
-            await self.pipeline.store(self.config.usage_table, usage_batch(call, self._cost(call)))
+            await self.pipeline.store(self.config.usage_table, usage_batch(call, cost))
             if self.config.log_payloads[call.route]:
                 payloads = inference_batch(
                     call, self.config.max_payload_bytes, self.config.redactor

@@ -59,6 +59,7 @@ class Call:
     operation: str
     user_agent: str
     token_name: str | None = None
+    team: str | None = None  # the token's, for team budgets
     endpoint: str | None = None
     upstream: str | None = None  # the name of the upstream that served (or was tried last)
     upstream_model: str | None = None

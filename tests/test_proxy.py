@@ -1047,6 +1047,14 @@ def test_a_usage_table_from_before_the_cost_columns_gains_them_and_keeps_its_row
     assert len(added) == 1 and all(c in added[0] for c in LATER_COLUMNS)
 
 
+def all_workers_started(proc: CollectorProcess, workers: int = 2) -> None:
+    """CollectorProcess waits for one worker; a test of several waits for them all to listen."""
+    deadline = time.monotonic() + 60
+    while proc.logs().count('"collector started"') < workers:
+        assert time.monotonic() < deadline, "the workers did not all start"
+        time.sleep(0.1)
+
+
 def test_rate_limits_hold_across_two_workers(tmp_path: Path) -> None:
     """Requests and tokens per minute are counted in the host's shared state: 20 calls at once
     on fresh connections, spread by the kernel over two workers, get exactly the 5 the limit
@@ -1065,6 +1073,7 @@ def test_rate_limits_hold_across_two_workers(tmp_path: Path) -> None:
     )
     proc = CollectorProcess(tmp_path / "warehouse", "--proxy-config", str(config),
                             "--tokens-file", str(tokens), "--workers", "2", env=KEYS)  # fmt: skip
+    all_workers_started(proc)
     body = {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
 
     def call(model: str) -> int:
@@ -1118,6 +1127,7 @@ def test_budgets_hold_across_workers_and_are_rebuilt_from_the_usage_table(tmp_pa
 
     first = CollectorProcess(tmp_path / "warehouse", *args, "--wal-dir", str(tmp_path / "wal1"),
                              env=KEYS)  # fmt: skip
+    all_workers_started(first)
     try:
         # Each call costs $0.000594 (the stub's usage at opus' prices): the first fits under
         # $0.0005; whichever worker takes them, the rest are refused.

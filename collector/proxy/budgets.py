@@ -34,6 +34,7 @@ CREATE INDEX IF NOT EXISTS spend_token ON spend (token, at);
 CREATE INDEX IF NOT EXISTS spend_team ON spend (team, at);
 CREATE TABLE IF NOT EXISTS spend_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_SWEEP_EVERY = 3600.0  # seconds between sweeps of the spend before last month
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class Spend:
     def __init__(self, host: HostState) -> None:
         self._db = host.connect()  # used by the event loop's thread only
         self._db.executescript(_SCHEMA)
+        self._swept = 0.0
 
     @property
     def rebuilt(self) -> bool:
@@ -160,9 +162,10 @@ class Spend:
         try:
             self._db.execute("INSERT INTO spend VALUES (?, ?, ?, ?, ?)",
                              (at, token, team, endpoint, usd))  # fmt: skip
-            # What no budget can count any more (before last month) goes.
-            self._db.execute("DELETE FROM spend WHERE at < ?",
-                             (period_start("month", period_start("month", at) - 1),))  # fmt: skip
+            if at - self._swept >= _SWEEP_EVERY:  # what no budget counts any more goes
+                self._swept = at
+                self._db.execute("DELETE FROM spend WHERE at < ?",
+                                 (period_start("month", period_start("month", at) - 1),))  # fmt: skip
         except sqlite3.Error as e:
             log.warning("spend not counted toward budgets", error=str(e))
 

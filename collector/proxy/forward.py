@@ -190,10 +190,9 @@ class Proxy:
 
         async def models(request: web.Request) -> web.StreamResponse:
             api = API_OF_ROUTE[route]
-            try:
-                principal = self.pipeline.authenticate(self._authorization(api, request))
-            except Unauthenticated as e:
-                return self._error_response(api, 401, e.message)
+            principal = self._lister(api, request)
+            if isinstance(principal, web.Response):
+                return principal
             data = [
                 {"id": name, "object": "model", "created": 0, "owned_by": e.upstream.name}
                 for name, e in self._callable(principal, api)
@@ -201,6 +200,13 @@ class Proxy:
             return web.json_response({"object": "list", "data": data})
 
         return models
+
+    def _lister(self, api: str, request: web.Request) -> Principal | web.Response:
+        """Who asks for a model list, or the 401 in the provider's format to answer."""
+        try:
+            return self.pipeline.authenticate(self._authorization(api, request))
+        except Unauthenticated as e:
+            return self._error_response(api, 401, e.message)
 
     def _callable(self, principal: Principal, api: str) -> list[tuple[str, Endpoint]]:
         """The endpoints of ``api`` that ``principal`` may call, by name."""
@@ -219,10 +225,9 @@ class Proxy:
         """The endpoints this token may call, as Anthropic's ``GET /v1/models`` lists models
         (paged by ``limit``, ``after_id``, ``before_id``): Claude Code's model picker asks a
         gateway for them."""
-        try:
-            principal = self.pipeline.authenticate(self._authorization("anthropic", request))
-        except Unauthenticated as e:
-            return self._error_response("anthropic", 401, e.message)
+        principal = self._lister("anthropic", request)
+        if isinstance(principal, web.Response):
+            return principal
         names = [name for name, _ in self._callable(principal, "anthropic")]
         query = request.query
         limit = query.get("limit", "20")
@@ -243,10 +248,9 @@ class Proxy:
         })  # fmt: skip
 
     async def _anthropic_model(self, request: web.Request) -> web.StreamResponse:
-        try:
-            principal = self.pipeline.authenticate(self._authorization("anthropic", request))
-        except Unauthenticated as e:
-            return self._error_response("anthropic", 401, e.message)
+        principal = self._lister("anthropic", request)
+        if isinstance(principal, web.Response):
+            return principal
         name = request.match_info["model"]
         if name not in dict(self._callable(principal, "anthropic")):
             return self._error_response("anthropic", 404, f"model: {name}")

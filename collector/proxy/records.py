@@ -151,7 +151,8 @@ def inference_batch(call: Call, limit: int, redactor: Redactor | None = None) ->
                 found += written - in_response
     request, request_cut = truncate(request_bytes, limit)
     response, response_cut = truncate(response_bytes, limit)
-    request_cut = request_cut or len(call.request_body) > len(request_bytes)
+    # Cut before redaction too (the margin): the redacted text's length says nothing of that.
+    request_cut = request_cut or len(call.request_body) > limit + REDACTION_MARGIN
     row = {
         "request_id": call.request_id,
         "request_time_unix_nano": call.time_unix_nano,

@@ -13,6 +13,8 @@ _HELP = {
     "otlp_delta_values_truncated_total": "String values cut to --max-value-bytes.",
     "otlp_delta_attributes_dropped_total": "Attributes dropped beyond --max-attributes.",
     "otlp_delta_retries_deduplicated_total": "Requests recognised as retries and not stored again.",
+    "otlp_delta_proxy_spans_exported_total": "Proxied calls' spans sent to the trace export URL.",
+    "otlp_delta_proxy_spans_dropped_total": "Proxied calls' spans the trace export gave up on.",
 }
 
 

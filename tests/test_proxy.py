@@ -24,12 +24,17 @@ from genai_prices import calc_price
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
+from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_traces
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from collector.auth import add_token
 from collector.schema import load_schema
 from tests import upstream_stub as up
-from tests.conftest import CollectorProcess
-from tests.readers import read_both, read_polars
+from tests.conftest import CollectorProcess, free_port, wait_for_rows
+from tests.readers import duckdb_with_delta, read_both, read_polars
 
 KEYS = {
     "STUB_ANTHROPIC_KEY": "sk-ant-upstream-key",
@@ -38,6 +43,7 @@ KEYS = {
 }
 USAGE_TABLE = "main.ai_gateway.agents_usage"
 INFERENCE_TABLE = "main.ai_gateway.agents_inference"
+SPANS_TABLE = "main.ai_gateway.agents_otel_spans"
 
 PROXY_TOML = """
 tables = "main.ai_gateway.agents"
@@ -203,9 +209,11 @@ def agent_ua(agent: str) -> str:
     return f"{agent} test-{uuid.uuid4().hex[:12]}"
 
 
-def rows_of(gw: Gateway, table: str, where: Any, count: int = 1) -> list[dict[str, Any]]:
+def rows_of(
+    gw: Gateway, table: str, where: Any, count: int = 1, key: str = "request_id"
+) -> list[dict[str, Any]]:
     """The rows of ``table`` that ``where`` selects, once there are ``count``, read by polars
-    and DuckDB (asserted equal)."""
+    and DuckDB (asserted equal; rows identified by ``key``)."""
     path = gw.proc.table_path(table)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -214,9 +222,9 @@ def rows_of(gw: Gateway, table: str, where: Any, count: int = 1) -> list[dict[st
         ) >= count:
             break
         time.sleep(0.1)
-    rows = [r for r in read_both(path, key=lambda r: r["request_id"]) if where(r)]
+    rows = [r for r in read_both(path, key=lambda r: r[key]) if where(r)]
     assert len(rows) == count, sorted(
-        (r["endpoint"], r["token_name"], r["status_code"]) for r in rows
+        (r.get("endpoint", r.get("name")), r.get("token_name"), r.get("status_code")) for r in rows
     )
     return rows
 
@@ -749,6 +757,326 @@ def test_a_spent_budget_with_a_fallback_moves_the_call_to_the_cheaper_endpoint(
     assert moved.model == "claude-haiku-4-5" and moved.content[0].text == "".join(up.ANTHROPIC_TEXT)
     assert gw.stub.requests[-1].body["model"] == "claude-haiku-4-5"
     assert hello(gw, gina, "databricks-claude-cheap").model == "claude-haiku-4-5"  # no budget
+
+
+# --- A span per call (OpenTelemetry GenAI semantic conventions) --------------------------------
+
+
+def call_of(gw: Gateway, ua: str) -> dict[str, Any]:
+    """The call's usage row, and its span as it must be from it (the parts every span has)."""
+    (row,) = rows_of(gw, USAGE_TABLE, lambda r: ua in (r["user_agent"] or ""))
+    (span,) = rows_of(
+        gw, SPANS_TABLE,
+        lambda r: r["attributes"].get("gateway.request_id") == row["request_id"], key="span_id",
+    )  # fmt: skip
+    assert len(span["span_id"]) == 16 and span["span_id"] != "0" * 16
+    assert span.pop("start_time_unix_nano") == row["request_time_unix_nano"]
+    assert span.pop("end_time_unix_nano") - row["request_time_unix_nano"] == pytest.approx(
+        row["latency_ms"] * 1e6, abs=1
+    )
+    cost = span["attributes"].pop("gateway.estimated_cost_usd", None)
+    if row["estimated_cost_usd"] is None:
+        assert cost is None
+    else:
+        assert float(cost) == pytest.approx(row["estimated_cost_usd"], rel=1e-12)
+    assert span.pop("resource") == {
+        "attributes": {"service.name": "otlp-delta-collector", "service.version": "0.1.0"},
+        "dropped_attributes_count": 0,
+    }
+    assert span.pop("instrumentation_scope") == {
+        "name": "collector.proxy", "version": "0.1.0", "attributes": {},
+        "dropped_attributes_count": 0,
+    }  # fmt: skip
+    for name in ("dropped_attributes_count", "dropped_events_count", "dropped_links_count"):
+        assert span.pop(name) == 0
+    assert (span.pop("links"), span.pop("resource_schema_url"), span.pop("span_schema_url")) == (
+        [], "", "",
+    )  # fmt: skip
+    return {"usage": row, "span": span}
+
+
+def gateway_attributes(usage: dict[str, Any], **extra: str) -> dict[str, str]:
+    """The span attributes that repeat the call's usage row."""
+    return {
+        "gateway.request_id": usage["request_id"],
+        "gateway.route": usage["route"],
+        "gateway.agent": usage["agent"],
+        "gateway.token": usage["token_name"],
+        "gateway.endpoint": usage["endpoint"],
+        "gateway.upstream": usage["upstream"],
+        "gateway.attempts": str(usage["attempts"]),
+        "http.response.status_code": str(usage["status_code"]),
+        "user_agent.original": usage["user_agent"],
+        **extra,
+    }
+
+
+def stub_address(gw: Gateway) -> dict[str, str]:
+    host, port = gw.stub.url.removeprefix("http://").split(":")
+    return {"server.address": host, "server.port": port}
+
+
+def test_each_call_is_a_span_in_the_callers_trace(gw: Gateway) -> None:
+    """An agent's own span (the OTel SDK's, exported to the collector) is the parent of the
+    proxy's span of the model call it made: same trace, joined by traceparent."""
+    exporter = http_traces.OTLPSpanExporter(
+        endpoint=gw.url("/v1/traces"),
+        headers={"Authorization": f"Bearer {gw.bob}",
+                 "X-Databricks-UC-Table-Name": "main.agents.claude_otel_spans"},
+    )  # fmt: skip
+    provider = TracerProvider(resource=Resource({"service.name": "claude-code"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    session = str(uuid.uuid4())
+    ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+    with provider.get_tracer("claude-code").start_as_current_span("claude_code.turn") as turn:
+        headers = {"X-Claude-Code-Session-Id": session}
+        TraceContextTextMapPropagator().inject(headers)
+        headers["tracestate"] = "claude=turn-3"
+        with claude(gw, gw.alice, ua).beta.messages.stream(
+            model="databricks-claude-opus-4-6", max_tokens=256, extra_body={"temperature": 0.5},
+            messages=[{"role": "user", "content": "Say hello"}], extra_headers=headers,
+        ) as stream:  # fmt: skip
+            list(stream.text_stream)
+    provider.shutdown()
+    trace_id = f"{turn.get_span_context().trace_id:032x}"
+    turn_id = f"{turn.get_span_context().span_id:016x}"
+    assert "traceparent" not in gw.stub.requests[-1].headers  # the provider is not told
+
+    call = call_of(gw, ua)
+    span, row = call["span"], call["usage"]
+    assert span == {
+        "trace_id": trace_id,
+        "span_id": span["span_id"],
+        "trace_state": "claude=turn-3",
+        "parent_span_id": turn_id,
+        # the caller's trace flags (sampled, random), and its parent is remote (bits 8, 9)
+        "flags": 0x300 | turn.get_span_context().trace_flags,
+        "name": "chat claude-opus-4-6",
+        "kind": "SPAN_KIND_CLIENT",
+        "attributes": {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "anthropic",
+            "gen_ai.request.model": "claude-opus-4-6",
+            "gen_ai.request.max_tokens": "256",
+            "gen_ai.request.temperature": "0.5",
+            "gen_ai.request.stream": "true",
+            "gen_ai.response.id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+            "gen_ai.response.model": "claude-opus-4-6",
+            "gen_ai.response.finish_reasons": '["end_turn"]',
+            "gen_ai.conversation.id": session,
+            "session.id": session,
+            **stub_address(gw),
+            # all the input, cached or not: 25 + 100 read + 7 written
+            "gen_ai.usage.input_tokens": "132",
+            "gen_ai.usage.output_tokens": "15",
+            "gen_ai.usage.cache_read.input_tokens": "100",
+            "gen_ai.usage.cache_creation.input_tokens": "7",
+            "gen_ai.usage.reasoning.output_tokens": "0",
+            **gateway_attributes(row),
+        },
+        "events": [],
+        "status": {"message": "", "code": "STATUS_CODE_UNSET"},
+    }
+    # The join, as a reader of both tables does it.
+    agent_spans = gw.proc.table_path("main.agents.claude_otel_spans")
+    wait_for_rows(agent_spans, 1)
+    con = duckdb_with_delta()
+    joined = con.execute(
+        f"SELECT a.name, p.name, p.attributes['gen_ai.usage.output_tokens'] "
+        f"FROM delta_scan('{agent_spans}') a JOIN delta_scan('{gw.proc.table_path(SPANS_TABLE)}') p "
+        "ON p.trace_id = a.trace_id AND p.parent_span_id = a.span_id WHERE a.span_id = ?",
+        [turn_id],
+    ).fetchall()
+    assert joined == [("claude_code.turn", "chat claude-opus-4-6", "15")]
+
+
+def test_spans_of_codex_and_gemini_calls(gw: Gateway) -> None:
+    """Without traceparent a call's span starts a trace of its own; Codex's session_id header
+    is its conversation; Gemini's options are read from its generationConfig."""
+    ua = agent_ua("codex_cli_rs/0.169.0 (Debian 13; x86_64) xterm")
+    session = str(uuid.uuid4())
+    gpt(gw, gw.alice, ua).responses.create(
+        model="databricks-gpt-5-2", input="What is the answer?", max_output_tokens=300,
+        extra_headers={"session_id": session},
+    )  # fmt: skip
+    call = call_of(gw, ua)
+    span, row = call["span"], call["usage"]
+    assert len(span.pop("trace_id")) == 32 and span.pop("span_id")
+    assert span == {
+        "trace_state": "",
+        "parent_span_id": None,
+        "flags": 0x101,
+        "name": "chat gpt-5.2",
+        "kind": "SPAN_KIND_CLIENT",
+        "attributes": {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-5.2",
+            "gen_ai.request.max_tokens": "300",
+            "gen_ai.request.stream": "false",
+            "gen_ai.response.id": "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b",
+            "gen_ai.response.model": "gpt-5.2",
+            "gen_ai.response.finish_reasons": '["completed"]',
+            "gen_ai.conversation.id": session,
+            "session.id": session,
+            **stub_address(gw),
+            "gen_ai.usage.input_tokens": "30",  # OpenAI's input holds its 10 cached
+            "gen_ai.usage.output_tokens": "12",  # and its output its 5 of reasoning
+            "gen_ai.usage.cache_read.input_tokens": "10",
+            "gen_ai.usage.cache_creation.input_tokens": "0",
+            "gen_ai.usage.reasoning.output_tokens": "5",
+            **gateway_attributes(row),
+        },
+        "events": [],
+        "status": {"message": "", "code": "STATUS_CODE_UNSET"},
+    }
+
+    ua = agent_ua("GeminiCLI/0.61.0/gemini-2.5-flash (linux; x64)")
+    client = gemini(gw, ua, bearer=gw.alice)  # held: the SDK closes its client with it
+    list(client.models.generate_content_stream(
+        model="databricks-gemini-2-5-flash", contents="Salut",
+        config=types.GenerateContentConfig(max_output_tokens=100, temperature=0.2, top_p=0.9),
+    ))  # fmt: skip
+    span, row = (call := call_of(gw, ua))["span"], call["usage"]
+    assert (span["name"], span["parent_span_id"], span["status"]["code"]) == (
+        "generate_content gemini-2.5-flash", None, "STATUS_CODE_UNSET",
+    )  # fmt: skip
+    assert span["attributes"] == {
+        "gen_ai.operation.name": "generate_content",
+        "gen_ai.provider.name": "gcp.gemini",
+        "gen_ai.request.model": "gemini-2.5-flash",
+        "gen_ai.request.max_tokens": "100",
+        "gen_ai.request.temperature": "0.2",
+        "gen_ai.request.top_p": "0.9",
+        "gen_ai.request.stream": "true",
+        "gen_ai.response.id": "mJ4-aKWKJ5-Mz7IPhKvN0QU",
+        "gen_ai.response.model": "gemini-2.5-flash",
+        "gen_ai.response.finish_reasons": '["STOP"]',
+        **stub_address(gw),
+        "gen_ai.usage.input_tokens": "11",
+        "gen_ai.usage.output_tokens": "15",  # 9 of answer, 6 of thoughts (billed as output)
+        "gen_ai.usage.cache_read.input_tokens": "3",
+        "gen_ai.usage.cache_creation.input_tokens": "0",
+        "gen_ai.usage.reasoning.output_tokens": "6",
+        **gateway_attributes(row),
+    }
+
+
+def test_spans_of_failed_calls_say_what_failed(gw: Gateway) -> None:
+    """error.type is the provider's error (or the proxy's own refusal's) in its own words, or
+    what kept the upstream from answering; targets that failed before one served are events."""
+    ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+    client = claude(gw, gw.alice, ua)
+    client.messages.create(
+        model="databricks-claude-fallback", max_tokens=64,
+        messages=[{"role": "user", "content": "Say hello"}],
+    )  # fmt: skip
+    span = call_of(gw, ua)["span"]
+    assert [(e["name"], e["attributes"]) for e in span["events"]] == [
+        ("gateway.upstream_failed",
+         {"gateway.upstream": "unreachable", "error.type": "ClientConnectorError"}),
+        ("gateway.upstream_failed", {"gateway.upstream": "anthropic", "error.type": "529"}),
+        ("gateway.upstream_failed", {"gateway.upstream": "anthropic-b", "error.type": "503"}),
+    ]  # fmt: skip
+    assert span["events"][0]["time_unix_nano"] <= span["events"][2]["time_unix_nano"]
+    assert (span["attributes"]["gateway.attempts"], span["status"]["code"]) == (
+        "4",
+        "STATUS_CODE_UNSET",
+    )
+
+    def failed(endpoint: str, token: str) -> dict[str, Any]:
+        ua = agent_ua("claude-cli/2.1.197 (external, cli)")
+        with pytest.raises(anthropic.APIStatusError):
+            claude(gw, token, ua).messages.create(
+                model=endpoint, max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+            )
+        span = call_of(gw, ua)["span"]
+        return {
+            "name": span["name"],
+            "error.type": span["attributes"].get("error.type"),
+            "status": span["attributes"].get("http.response.status_code"),
+            "message": span["status"]["message"],
+            "code": span["status"]["code"],
+        }
+
+    assert failed("databricks-claude-overloaded", gw.alice) == {
+        "name": "chat claude-overloaded", "error.type": "overloaded_error", "status": "529",
+        "message": "Overloaded", "code": "STATUS_CODE_ERROR",
+    }  # fmt: skip
+    assert failed("databricks-claude-unreachable", gw.alice) == {
+        "name": "chat claude-opus-4-6", "error.type": "ClientConnectorError", "status": "502",
+        "message": "upstream unreachable unreachable: ClientConnectorError",
+        "code": "STATUS_CODE_ERROR",
+    }  # fmt: skip
+    assert failed("databricks-gpt-5-2", gw.carol) == {  # not among carol's grants
+        "name": "chat", "error.type": "permission_error", "status": "403",
+        "message": "token 'carol' may not call endpoint 'databricks-gpt-5-2'",
+        "code": "STATUS_CODE_ERROR",
+    }  # fmt: skip
+
+
+def test_span_export_retries_while_the_endpoint_is_down_and_never_holds_up_calls(
+    tmp_path: Path,
+) -> None:
+    """The traces endpoint is another collector. Down when the call is made: the export retries
+    until it is up, and the span lands there as in the proxy's own table. Down for good: the
+    call is not held up, and the span is dropped after its tries, counted on /metrics."""
+    stub = up.Stub()
+    stub.start()
+    receiver_ports = (free_port(), free_port())
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        PROXY_TOML.format(url=stub.url) + "\n[traces]\n"
+        f'export_url = "http://127.0.0.1:{receiver_ports[0]}/v1/traces"\n'
+        'export_headers = { "X-Databricks-UC-Table-Name" = "main.traces.gateway_otel_spans" }\n'
+    )
+    proc = CollectorProcess(tmp_path / "proxy", "--proxy-config", str(config), env=KEYS)
+    body = {"model": "databricks-claude-opus-4-6", "max_tokens": 8,
+            "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+
+    def call() -> None:
+        answer = httpx.post(proc.url("/anthropic/v1/messages"), json=body, timeout=30,
+                            headers={"anthropic-version": "2023-06-01"})  # fmt: skip
+        assert answer.status_code == 200
+
+    def metric(name: str) -> float:
+        text = httpx.get(proc.url("/metrics")).text
+        values = [line.split()[-1] for line in text.splitlines() if line.startswith(name)]
+        return float(values[0]) if values else 0.0
+
+    receiver = None
+    try:
+        call()
+        time.sleep(1.5)  # the batch's second, and a first refused try
+        receiver = CollectorProcess(tmp_path / "receiver", ports=receiver_ports)
+        landed = receiver.table_path("main.traces.gateway_otel_spans")
+        wait_for_rows(landed, 1)
+        own = proc.table_path(SPANS_TABLE)
+        wait_for_rows(own, 1)
+        assert read_both(landed, key=lambda r: r["span_id"]) == read_both(
+            own, key=lambda r: r["span_id"]
+        )
+        assert metric("otlp_delta_proxy_spans_exported_total") == 1
+        assert receiver.stop() == 0
+        receiver = None
+        call()
+        # Answered while the export of its span has yet to give up: the call did not wait.
+        assert metric("otlp_delta_proxy_spans_dropped_total") == 0
+        deadline = time.monotonic() + 30  # 1 s of batching, then 5 tries over 7.5 s
+        while metric("otlp_delta_proxy_spans_dropped_total") < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert metric("otlp_delta_proxy_spans_exported_total") == 1
+        wait_for_rows(own, 2)
+    finally:
+        if receiver is not None:
+            receiver.stop()
+        assert proc.stop() == 0
+        stub.stop()
+    dropped = [
+        json.loads(line) for line in proc.logs().splitlines() if "spans not exported" in line
+    ]
+    assert [(d["spans"], d["reason"]) for d in dropped] == [(1, "ClientConnectorError")]
 
 
 def test_unknown_token_is_401_in_each_providers_format(gw: Gateway) -> None:

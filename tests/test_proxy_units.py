@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -15,10 +16,19 @@ from collector.errors import PermissionDenied
 from collector.hoststate import HostState
 from collector.prices import Price, Prices
 from collector.proxy.budgets import parse_budgets, period_start
+from collector.proxy.call import Call, TraceContext, session_of
 from collector.proxy.config import load_proxy_config, parse_proxy_config
-from collector.proxy.providers import Usage, stream_text, usage_from
+from collector.proxy.providers import (
+    Answer,
+    Usage,
+    answer_from,
+    error_of,
+    request_options,
+    stream_text,
+    usage_from,
+)
 from collector.proxy.ratelimit import RateLimited, RateLimiter
-from collector.proxy.records import Call, Cost, agent_of, cost_of, truncate
+from collector.proxy.records import Cost, agent_of, cost_of, truncate
 from collector.proxy.redact import Redactor
 from collector.proxy.sse import SseParser
 from tests import upstream_stub as up
@@ -274,3 +284,109 @@ def test_budgets_and_their_periods() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             parse_budgets(bad, endpoints, "x")
+
+
+def test_trace_context_from_traceparent() -> None:
+    """W3C Trace Context: a valid traceparent makes the call's span its child; an invalid one
+    (and its tracestate) is ignored, and the span starts a trace of its own."""
+    tid, pid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    context = TraceContext.from_headers(
+        {"traceparent": f"00-{tid}-{pid}-01", "tracestate": "rojo=00f067aa0ba902b7"}
+    )
+    assert context == TraceContext(
+        bytes.fromhex(tid), bytes.fromhex(pid), "rojo=00f067aa0ba902b7", 1
+    )
+    # A later version may add fields after the four it shares with 00.
+    assert TraceContext.from_headers({"traceparent": f"01-{tid}-{pid}-00-extra"}).trace_flags == 0
+    for bad in [
+        f"ff-{tid}-{pid}-01",  # version ff is invalid
+        f"00-{'0' * 32}-{pid}-01",  # ids of zeros
+        f"00-{tid}-{'0' * 16}-01",
+        f"00-{tid.upper()}-{pid}-01",  # lowercase hex only
+        f"00-{tid}-{pid}-01-extra",  # version 00 has exactly four fields
+        f"00-{tid[:-1]}-{pid}-01",
+        "",
+    ]:
+        context = TraceContext.from_headers({"traceparent": bad, "tracestate": "rojo=1"})
+        assert (context.parent_span_id, context.trace_state, len(context.trace_id)) == (b"", "", 16)
+        assert context.trace_id != bytes.fromhex(tid)
+    assert TraceContext.new().trace_id != TraceContext.new().trace_id
+    assert session_of({"X-Claude-Code-Session-Id": " s-1 "}) == "s-1"
+    assert session_of({"session_id": "codex-2"}) == "codex-2"
+    assert session_of({}) is None
+
+
+def test_request_options_and_answers_in_each_providers_shape() -> None:
+    claude_code = {"max_tokens": 9, "temperature": 0.5, "stream": True}
+    assert request_options("anthropic", "messages", claude_code) == claude_code
+    assert request_options("openai", "responses", {"max_output_tokens": 7, "top_p": True}) == {
+        "max_tokens": 7, "stream": False,  # a boolean is no top_p
+    }  # fmt: skip
+    assert request_options("openai", "chat.completions", {"max_completion_tokens": 5}) == {
+        "max_tokens": 5, "stream": False,
+    }  # fmt: skip
+    assert request_options(
+        "gemini", "streamGenerateContent", {"generationConfig": {"maxOutputTokens": 3, "topP": 1}}
+    ) == {"max_tokens": 3, "top_p": 1, "stream": True}
+    assert request_options("gemini", "generateContent", []) == {}
+
+    def folded(api: str, events: list[Any]) -> Answer:
+        answer = Answer()
+        for event in events:
+            answer_from(api, event, answer)
+        return answer
+
+    streamed = [json.loads(e.split(b"data: ", 1)[1]) for e in up.anthropic_events("m")]
+    assert folded("anthropic", streamed) == Answer(
+        "msg_01XFDUDYJgAACzvnptvVoYEL", "m", ["end_turn"]
+    )
+    assert folded("anthropic", [up.anthropic_message("m")]) == Answer(
+        "msg_01XFDUDYJgAACzvnptvVoYEL", "m", ["end_turn"]
+    )
+    chat = folded("openai", [up.chat_completion("g")])
+    assert (chat.model, chat.finish_reasons) == ("g", ["stop"])
+    incomplete = {"object": "response", "id": "r", "model": "g", "status": "incomplete",
+                  "incomplete_details": {"reason": "max_output_tokens"}}  # fmt: skip
+    assert folded("openai", [{"type": "response.incomplete", "response": incomplete}]) == Answer(
+        "r", "g", ["max_output_tokens"]
+    )
+    assert folded("gemini", [{"responseId": "x", "modelVersion": "v",
+                              "candidates": [{"finishReason": "MAX_TOKENS"}]}]) == Answer(
+        "x", "v", ["MAX_TOKENS"]
+    )  # fmt: skip
+    assert error_of("anthropic", b'{"type":"error","error":{"type":"overloaded_error",'
+                    b'"message":"Overloaded"}}') == ("overloaded_error", "Overloaded")  # fmt: skip
+    assert error_of("openai", b'{"error":{"code":null,"type":"server_error","message":"m"}}') == (
+        "server_error", "m",
+    )  # fmt: skip
+    assert error_of("gemini", b'{"error":{"code":429,"status":"RESOURCE_EXHAUSTED"}}') == (
+        "RESOURCE_EXHAUSTED", "",
+    )  # fmt: skip
+    assert error_of("openai", b"<html>502</html>") == (None, "")
+
+
+def test_trace_export_config_and_its_errors() -> None:
+    env = {"K": "k", "MLFLOW_TOKEN": "Bearer t"}
+    base = {"tables": "a.b.c",
+            "upstreams": {"anthropic": {"base_url": "http://x", "api_key_env": "K"}}}  # fmt: skip
+    config = parse_proxy_config(base, env, "x")
+    assert (str(config.spans_table), config.trace_export) == ("a.b.c_otel_spans", None)
+    assert parse_proxy_config({**base, "traces": {"enabled": False}}, env, "x").spans_table is None
+    traces = {"export_url": "http://127.0.0.1:5000/v1/traces",
+              "export_headers": {"x-mlflow-experiment-id": "3"},
+              "export_headers_env": {"Authorization": "MLFLOW_TOKEN"}}  # fmt: skip
+    export = parse_proxy_config({**base, "traces": traces}, env, "x").trace_export
+    assert export is not None
+    assert export.headers == {"x-mlflow-experiment-id": "3", "Authorization": "Bearer t"}
+    assert (export.url, export.timeout) == ("http://127.0.0.1:5000/v1/traces", 10.0)
+    assert "Bearer t" not in repr(export)
+    for bad, message in [
+        ({"export_url": "localhost:5000"}, "export_url must be an http"),
+        ({"export_headers": {"a": "b"}}, "no export_url"),
+        ({**traces, "export_headers_env": {"Authorization": "NOPE"}}, "NOPE is not set"),
+        ({**traces, "export_headers": {"a": 1}}, "maps header names"),
+        ({"exporturl": "http://x"}, r"unknown key\(s\) exporturl"),
+        ({**traces, "export_timeout": -1}, "export_timeout must be a number"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_proxy_config({**base, "traces": bad}, env, "x")

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from yarl import URL
+
 from collector.config import ConfigError, parse_size
 from collector.prices import Price, PricesError
 from collector.proxy.budgets import Budget, parse_budgets
@@ -21,6 +23,7 @@ __all__ = [
     "Endpoint",
     "ProxyConfig",
     "Target",
+    "TraceExport",
     "Upstream",
     "load_proxy_config",
 ]
@@ -45,6 +48,12 @@ class Upstream:
 
     def __repr__(self) -> str:  # keeps the key out of tracebacks and debug output
         return f"Upstream({self.name!r}, api={self.api!r}, base_url={self.base_url!r})"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Its host and port (server.address and server.port of its calls' spans)."""
+        url = URL(self.base_url)
+        return url.host or "", url.port or 0
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,18 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class TraceExport:
+    """Where the calls' spans are also sent, over OTLP/HTTP (an MLflow server's /v1/traces)."""
+
+    url: str
+    headers: dict[str, str]  # values may be credentials (from the environment): never logged
+    timeout: float
+
+    def __repr__(self) -> str:
+        return f"TraceExport({self.url!r}, headers={sorted(self.headers)!r})"
+
+
+@dataclass(frozen=True)
 class ProxyConfig:
     usage_table: TableName
     inference_table: TableName
@@ -96,6 +117,8 @@ class ProxyConfig:
     idle_timeout: float
     redactor: Redactor | None = None  # None: payloads stored as sent ([redaction] enabled=false)
     budgets: tuple[Budget, ...] = ()
+    spans_table: TableName | None = None  # None: no spans ([traces] enabled = false)
+    trace_export: TraceExport | None = None
 
 
 def _number(data: dict[str, Any], key: str, default: float, where: str) -> float:
@@ -117,6 +140,7 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
         prefix = str(data["tables"])
         usage_table = TableName.parse(prefix + "_usage")
         inference_table = TableName.parse(prefix + "_inference")
+        spans_table = TableName.parse(prefix + "_otel_spans")
     except KeyError:
         raise ConfigError(f"{where}: tables = 'catalog.schema.prefix' is required") from None
     except InvalidTableName as e:
@@ -186,6 +210,9 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
         budgets = parse_budgets(data.get("budgets", {}), endpoints, where)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    traces = data.get("traces", {})
+    if not isinstance(traces, dict):
+        raise ConfigError(f"{where}: [traces] is a table")
     return ProxyConfig(
         usage_table,
         inference_table,
@@ -197,7 +224,37 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
         _number(data, "idle_timeout", 600.0, where),
         redactor,
         budgets,
+        spans_table if traces.get("enabled", True) else None,
+        _trace_export(traces, env, f"{where}: [traces]"),
     )
+
+
+def _trace_export(traces: dict[str, Any], env: dict[str, str], at: str) -> TraceExport | None:
+    """``export_url``, with ``export_headers`` as given and ``export_headers_env`` read from
+    the environment (a header's NAME → the variable holding its value, e.g. a bearer token)."""
+    unknown = set(traces) - {"enabled", "export_url", "export_headers", "export_headers_env",
+                             "export_timeout"}  # fmt: skip
+    if unknown:
+        raise ConfigError(f"{at}: unknown key(s) {', '.join(sorted(unknown))}")
+    url = traces.get("export_url")
+    if url is None:
+        if "export_headers" in traces or "export_headers_env" in traces:
+            raise ConfigError(f"{at}: export headers are given but no export_url")
+        return None
+    if not isinstance(url, str) or not re.match(r"https?://[^/]+", url):
+        raise ConfigError(f"{at}: export_url must be an http(s) URL, got {url!r}")
+    headers: dict[str, str] = {}
+    for key in ("export_headers", "export_headers_env"):
+        given = traces.get(key, {})
+        if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
+            raise ConfigError(f'{at}: {key} maps header names to "strings"')
+        for name, value in given.items():
+            if key == "export_headers_env":
+                if not env.get(value):
+                    raise ConfigError(f"{at}: the environment variable {value} is not set")
+                value = env[value]
+            headers[name] = value
+    return TraceExport(url, headers, _number(traces, "export_timeout", 10.0, at) or 10.0)
 
 
 def _targets(

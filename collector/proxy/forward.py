@@ -15,17 +15,22 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import web
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from collector.auth import Principal
 from collector.errors import ExportError, PermissionDenied, Unauthenticated, Unavailable
 from collector.hoststate import HostState
-from collector.pipeline import Pipeline
+from collector.pipeline import Pipeline, flatten_request
 from collector.prices import Price, Prices
 from collector.proxy.budgets import BudgetSpent, Spend
+from collector.proxy.call import Call, TraceContext, session_of
 from collector.proxy.config import API_OF_ROUTE, Endpoint, ProxyConfig, Target
+from collector.proxy.export import TraceExporter
 from collector.proxy.providers import (
+    answer_from,
     caller_token,
     error_body,
+    request_options,
     stream_text,
     upstream_auth,
     usage_from,
@@ -33,14 +38,15 @@ from collector.proxy.providers import (
 from collector.proxy.ratelimit import RateLimited, RateLimiter
 from collector.proxy.records import (
     REDACTION_MARGIN,
-    Call,
     Cost,
     cost_of,
     inference_batch,
     usage_batch,
 )
+from collector.proxy.spans import call_span, export_request
 from collector.proxy.sse import SseParser
 from collector.receivers.http import read_body
+from collector.signals import SPANS
 
 __all__ = ["Proxy"]
 
@@ -151,6 +157,9 @@ class Proxy:
                                 endpoint=name, priced_as=priced_as)  # fmt: skip
         self._session: aiohttp.ClientSession | None = None
         self._recording: set[asyncio.Task[None]] = set()
+        export = config.trace_export
+        self.exporter = TraceExporter(export, pipeline.metrics) if export else None
+        self._spans = config.spans_table is not None or self.exporter is not None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -168,6 +177,8 @@ class Proxy:
     async def close(self) -> None:
         if self._recording:
             await asyncio.gather(*self._recording, return_exceptions=True)
+        if self.exporter is not None:
+            await self.exporter.close()
         if self._session is not None:
             await self._session.close()
 
@@ -269,6 +280,8 @@ class Proxy:
             route,
             operation,
             request.headers.get("User-Agent", ""),
+            trace=TraceContext.from_headers(request.headers),
+            session_id=session_of(request.headers),
         )
         started = time.perf_counter()
         try:
@@ -356,6 +369,9 @@ class Proxy:
             if method not in _GEMINI_METHODS:
                 raise _Refusal(404, f"method {method!r} is not served by this proxy")
             endpoint = self._endpoint(api, model, principal)
+            if self._spans:  # forwarded as it came: read only for the span's options
+                with contextlib.suppress(ValueError):
+                    call.options = request_options(api, method, json.loads(body))
 
             def upstream_request(target: Target) -> tuple[str, bytes]:
                 return f"/{request.match_info['version']}/models/{target.model}:{method}", body
@@ -367,6 +383,7 @@ class Proxy:
             if not isinstance(payload, dict):
                 raise _Refusal(400, "the request body is not a JSON object")
             endpoint = self._endpoint(api, payload.get("model"), principal)
+            call.options = request_options(api, call.operation, payload)
             if call.operation == "chat.completions" and payload.get("stream") is True:
                 # Chat Completions streams report usage only when asked to.
                 options = payload.get("stream_options")
@@ -402,6 +419,7 @@ class Proxy:
                     target.model,
                     tried,
                 )
+                call.server = upstream.address
                 upstream_path, upstream_body = upstream_request(target)
                 headers = forwarded | upstream_auth(upstream.api, upstream.api_key)
                 headers["Content-Type"] = "application/json"
@@ -419,6 +437,9 @@ class Proxy:
                             # Nothing reached the caller yet: the next target may serve.
                             log.info("upstream refused; trying the next", endpoint=endpoint.name,
                                      upstream=upstream.name, status=answer.status)  # fmt: skip
+                            call.failed_attempts.append(
+                                (time.time_ns(), upstream.name, str(answer.status))
+                            )
                             continue
                         return await self._relay(request, answer, call, api, started)
                 except (aiohttp.ClientError, TimeoutError) as e:
@@ -427,7 +448,11 @@ class Proxy:
                     if not last:
                         log.info("upstream unreachable; trying the next", endpoint=endpoint.name,
                                  upstream=upstream.name, error=type(e).__name__)  # fmt: skip
+                        call.failed_attempts.append(
+                            (time.time_ns(), upstream.name, type(e).__name__)
+                        )
                         continue
+                    call.error_type = type(e).__name__
                     raise _Refusal(
                         502, f"upstream {upstream.name} unreachable: {type(e).__name__}"
                     ) from None
@@ -466,12 +491,13 @@ class Proxy:
                 call.status = _CLIENT_CLOSED
                 answer.close()  # closes the upstream connection: the provider stops generating
         if call.status == _CLIENT_CLOSED:
+            call.error_type = "client_closed"
             log.info("proxy caller went away", request_id=call.request_id, route=call.route)
             return response
         try:
             pump.result()
         except ConnectionError:
-            call.status = _CLIENT_CLOSED
+            call.status, call.error_type = _CLIENT_CLOSED, "client_closed"
             answer.close()
             log.info("proxy caller went away", request_id=call.request_id, route=call.route)
             return response
@@ -485,6 +511,7 @@ class Proxy:
                 error=type(e).__name__,
             )
             call.status = 504 if isinstance(e, TimeoutError) else 502
+            call.error_type = type(e).__name__
             if request.transport is not None:
                 request.transport.abort()
             return response
@@ -512,6 +539,7 @@ class Proxy:
             nonlocal written_length
             for event in found:
                 call.usage = usage_from(api, event, call.usage)
+                answer_from(api, event, call.answer)
                 if redacting and written_length < keep:
                     text = stream_text(api, event)
                     written.append(text)
@@ -532,7 +560,9 @@ class Proxy:
             call.streamed_text = "".join(written)
         elif whole and call.status < 400:
             with contextlib.suppress(ValueError):
-                call.usage = usage_from(api, json.loads(whole), call.usage)
+                whole_answer = json.loads(whole)
+                call.usage = usage_from(api, whole_answer, call.usage)
+                answer_from(api, whole_answer, call.answer)
 
     def _within_budget(self, principal: Principal, endpoint: Endpoint, api: str) -> Endpoint:
         """``endpoint``, or the fallback of a budget it is over (and so on), or a 429 naming
@@ -572,7 +602,10 @@ class Proxy:
             latency_ms=round(call.latency_ms, 1),
             streamed=call.streamed,
         )
-        task = asyncio.get_running_loop().create_task(self._store(call, cost))
+        span = call_span(call, API_OF_ROUTE[call.route], cost) if self._spans else None
+        if span is not None and self.exporter is not None:
+            self.exporter.add(span)
+        task = asyncio.get_running_loop().create_task(self._store(call, cost, span))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 
@@ -585,7 +618,7 @@ class Proxy:
         priced_as = endpoint.price_model or call.upstream_model
         return cost_of(call, endpoint.upstream.api, priced_as, price)
 
-    async def _store(self, call: Call, cost: Cost | None) -> None:
+    async def _store(self, call: Call, cost: Cost | None, span: Span | None) -> None:
         try:
             await self.pipeline.store(self.config.usage_table, usage_batch(call, cost))
             if self.config.log_payloads[call.route]:
@@ -601,6 +634,11 @@ class Proxy:
                         kinds=payloads.column("redacted_kinds")[0].as_py(),
                     )
                 await self.pipeline.store(self.config.inference_table, payloads)
+            if span is not None and self.config.spans_table is not None:
+                # As an exporter's span is: its OTLP bytes decoded and flattened.
+                body = export_request([span]).SerializeToString()
+                rows = flatten_request(SPANS, SPANS.decode_protobuf(body)).batch
+                await self.pipeline.store(self.config.spans_table, rows)
         except Exception as e:
             log.warning(
                 "proxy rows not stored",

@@ -4,14 +4,19 @@ errors look, which header carries the provider's key, and where usage is reporte
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "INPUT_INCLUDES_CACHE_READ",
+    "PROVIDER_NAME",
+    "Answer",
     "Usage",
+    "answer_from",
     "caller_token",
     "error_body",
+    "error_of",
+    "request_options",
     "stream_text",
     "upstream_auth",
     "usage_from",
@@ -37,6 +42,8 @@ _OPENAI_ERRORS = {
     502: ("server_error", "upstream_error"),
     503: ("server_error", "unavailable"),
 }
+# gen_ai.provider.name of each API (OpenTelemetry's GenAI semantic conventions).
+PROVIDER_NAME = {"anthropic": "anthropic", "openai": "openai", "gemini": "gcp.gemini"}
 _GEMINI_STATUS = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -67,6 +74,25 @@ def error_body(api: str, status: int, message: str) -> bytes:
             }
         }
     return json.dumps(body).encode()
+
+
+def error_of(api: str, body: bytes | bytearray) -> tuple[str | None, str]:
+    """The provider's name for the error an answer's body reports (Anthropic's error type,
+    OpenAI's code or type, Google's status) and its message; (None, "") when it says none."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None, ""
+    if not isinstance(error, dict):
+        return None, ""
+    if api == "anthropic":
+        kind = error.get("type")
+    elif api == "openai":
+        kind = error.get("code") or error.get("type")
+    else:
+        kind = error.get("status")
+    message = error.get("message")
+    return (str(kind) if kind else None), (message if isinstance(message, str) else "")
 
 
 def caller_token(api: str, headers: Any, query: Any) -> str | None:
@@ -181,6 +207,81 @@ def usage_from(api: str, obj: Any, usage: Usage | None) -> Usage | None:
     _set(usage, "cache_read_input_tokens", found.get("cachedContentTokenCount"))
     _set(usage, "reasoning_tokens", found.get("thoughtsTokenCount"))
     return usage
+
+
+@dataclass
+class Answer:
+    """What an answer says of itself: its id, the model that wrote it, why it stopped."""
+
+    id: str | None = None
+    model: str | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+
+
+def answer_from(api: str, obj: Any, answer: Answer) -> None:
+    """Fold what one JSON object (a whole body or one SSE event's data) says of the answer into
+    ``answer``: Anthropic's message (message_start, and message_delta's stop_reason), OpenAI's
+    response (in its events) or completion (each chunk), Gemini's responseId, modelVersion and
+    candidates' finishReason."""
+    if not isinstance(obj, dict):
+        return
+    reasons: list[Any] = []
+    if api == "anthropic":
+        message = obj.get("message") if obj.get("type") == "message_start" else obj
+        delta = obj.get("delta") if obj.get("type") == "message_delta" else None
+        if isinstance(message, dict) and message.get("type") == "message":
+            answer.id, answer.model = message.get("id"), message.get("model")
+            reasons = [message.get("stop_reason")]
+        if isinstance(delta, dict):
+            reasons = [delta.get("stop_reason")]
+    elif api == "openai":
+        response = obj.get("response") if isinstance(obj.get("response"), dict) else obj
+        if response.get("object") in ("response", "chat.completion", "chat.completion.chunk"):
+            answer.id, answer.model = response.get("id"), response.get("model")
+        if response.get("object") == "response" and response.get("status") != "in_progress":
+            details = response.get("incomplete_details")
+            reason = details.get("reason") if isinstance(details, dict) else None
+            reasons = [reason or response.get("status")]
+        reasons += [c.get("finish_reason") for c in obj.get("choices") or [] if isinstance(c, dict)]
+    else:
+        answer.id = obj.get("responseId", answer.id)
+        answer.model = obj.get("modelVersion", answer.model)
+        for candidate in obj.get("candidates") or []:
+            if isinstance(candidate, dict):
+                reasons.append(candidate.get("finishReason"))
+    found = [r for r in reasons if isinstance(r, str) and r]
+    if found:
+        answer.finish_reasons = found
+
+
+def request_options(api: str, operation: str, payload: Any) -> dict[str, Any]:
+    """The sampling options a request asks for, under GenAI semantic-convention names
+    (``max_tokens``, ``temperature``, ``top_p``, ``stream``), as far as it gives them."""
+    if not isinstance(payload, dict):
+        return {}
+    if api == "gemini":
+        config = payload.get("generationConfig")
+        config = config if isinstance(config, dict) else {}
+        found = {
+            "max_tokens": config.get("maxOutputTokens"),
+            "temperature": config.get("temperature"),
+            "top_p": config.get("topP"),
+            "stream": operation == "streamGenerateContent",
+        }
+    else:
+        found = {
+            "max_tokens": payload.get("max_tokens", payload.get("max_output_tokens")),
+            "temperature": payload.get("temperature"),
+            "top_p": payload.get("top_p"),
+            "stream": payload.get("stream") is True,
+        }
+        found["max_tokens"] = found["max_tokens"] or payload.get("max_completion_tokens")
+    numbers = {k: v for k, v in found.items() if k != "stream" and _number(v) is not None}
+    return numbers | {"stream": found["stream"]}
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def stream_text(api: str, obj: Any) -> str:

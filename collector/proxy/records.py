@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow as pa
 
 from collector.prices import Price
-from collector.proxy.providers import Usage
+from collector.proxy.call import Call
 from collector.proxy.redact import Redactor
 from collector.schema import load_schema
 
 __all__ = [
     "REDACTION_MARGIN",
-    "Call",
     "Cost",
     "agent_of",
     "cost_of",
@@ -47,32 +46,6 @@ def truncate(data: bytes, limit: int) -> tuple[str, bool]:
     if len(data) <= limit:
         return data.decode("utf-8", "replace"), False
     return data[:limit].decode("utf-8", "ignore"), True
-
-
-@dataclass
-class Call:
-    """What the proxy learned about one call, filled in as it goes."""
-
-    request_id: str
-    time_unix_nano: int
-    route: str
-    operation: str
-    user_agent: str
-    token_name: str | None = None
-    team: str | None = None  # the token's, for team budgets
-    endpoint: str | None = None
-    upstream: str | None = None  # the name of the upstream that served (or was tried last)
-    upstream_model: str | None = None
-    attempts: int = 0  # upstreams tried
-    status: int = 0
-    usage: Usage | None = None
-    latency_ms: float = 0.0
-    first_byte_ms: float | None = None
-    streamed: bool = False
-    request_body: bytes = b""
-    response_body: bytearray = field(default_factory=bytearray)
-    response_truncated: bool = False
-    streamed_text: str = ""  # what a streamed answer's events wrote, joined (redaction)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
-from deltalake import DeltaTable
 
 from collector.catalog import find_tables
 from collector.dashboard.agents import AGENTS, OTHER, Agent
@@ -27,6 +24,7 @@ from collector.proxy.config import API_OF_ROUTE
 from collector.proxy.providers import INPUT_INCLUDES_CACHE_READ
 from collector.schema import load_schema
 from collector.storage import Files, Warehouse
+from collector.tablefiles import TableFiles
 from collector.tables import TableName
 
 __all__ = ["KINDS", "Kind", "Tables", "priced"]
@@ -330,20 +328,13 @@ def kind_of(table: TableName) -> Kind | None:
 
 
 class _Table:
-    """One table as the dashboard holds it: its DeltaTable, brought up to date on each read,
-    and the shaped frame of each of its data files. A new version costs the reading of the
-    files it added, not of the table: a collector appends a file every few seconds to tables
-    of millions of rows, and the page would otherwise read them whole on every load.
-
-    Files are read as they are: the collector's tables have no deletion vectors or column
-    mapping (a table written elsewhere with them would be read as if it had none)."""
+    """One table as the dashboard holds it: the shaped frame of each of its data files, so
+    that a new version costs the reading of the files it added (collector.tablefiles)."""
 
     def __init__(self, name: TableName, kind: Kind, warehouse: Warehouse) -> None:
         self.name = name
         self.kind = kind
-        self.warehouse = warehouse
-        self.files = Files(warehouse, *name.parts())
-        self.delta: DeltaTable | None = None
+        self.files = TableFiles(warehouse, name)
         self.version = -1
         self.parts: dict[str, pl.DataFrame] = {}
         self.frame: pl.DataFrame | None = None
@@ -353,21 +344,14 @@ class _Table:
     def read(self, prices: Prices) -> tuple[int, pl.DataFrame]:
         """The latest version and the frame at it."""
         with self.lock:
-            if self.delta is None:
-                uri = self.warehouse.join(*self.name.parts())
-                self.delta = DeltaTable(uri, storage_options=self.warehouse.delta_options())
-            else:
-                self.delta.update_incremental()
-            version = self.delta.version()
+            version, paths = self.files.latest()
             if self.frame is not None and version == self.version:
                 return version, self.frame
-            schema = pa.schema(self.delta.schema().to_arrow())
-            paths = pa.table(self.delta.get_add_actions(flatten=False))["path"].to_pylist()
             new = [path for path in paths if path not in self.parts]
             # Files are read side by side: a first read takes every file of the table, and
             # pyarrow and polars let go of the GIL while they read and shape.
             with ThreadPoolExecutor(min(len(new), os.cpu_count() or 1) or 1) as pool:
-                read = pool.map(lambda path: self._part(path, schema, prices), new)
+                read = pool.map(lambda path: self._part(path, prices), new)
                 added = dict(zip(new, read, strict=True))
             parts = {path: added[path] if path in added else self.parts[path] for path in paths}
             if parts:
@@ -378,23 +362,10 @@ class _Table:
             self.version = version
             return version, self.frame
 
-    def _part(self, path: str, schema: pa.Schema, prices: Prices) -> pl.DataFrame:
-        raw = pl.from_arrow(self._read_file(path, schema))
+    def _part(self, path: str, prices: Prices) -> pl.DataFrame:
+        columns = list(self.kind.columns) if self.kind.columns else None
+        raw = pl.from_arrow(self.files.read(path, columns))
         return self.kind.shape(str(self.name), raw, prices)  # type: ignore[arg-type]
-
-    def _read_file(self, path: str, schema: pa.Schema) -> pa.Table:
-        """The kind's columns of one data file; a column the table gained after the file was
-        written (usage.sql's later columns) reads as nulls."""
-        wanted = list(self.kind.columns) if self.kind.columns else schema.names
-        with self.files.reader(path) as file:
-            parquet = pq.ParquetFile(file)
-            present = set(parquet.schema_arrow.names)
-            table = parquet.read(columns=[c for c in wanted if c in present])
-        for name in wanted:
-            if name not in present:
-                field = schema.field(name)
-                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
-        return table.select(wanted)
 
 
 class Tables:

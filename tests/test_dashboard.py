@@ -543,7 +543,8 @@ def test_tiles_equal_sql_over_the_same_tables(fed: tuple[CollectorProcess, dict]
     assert body["tables"] == [
         "main.agents.cc_otel_logs", "main.agents.cc_otel_metrics", "main.agents.codex_otel_logs",
         "main.agents.gemini_otel_logs", "main.agents.gsdk_otel_logs", "main.agents.gw_inference",
-        "main.agents.gw_usage", "main.agents.sdk_otel_logs", "main.agents.sdk_otel_metrics",
+        "main.agents.gw_otel_spans", "main.agents.gw_usage", "main.agents.sdk_otel_logs",
+        "main.agents.sdk_otel_metrics",
         "main.agents.xsdk_otel_logs",
     ]  # fmt: skip
     want = _expected(proc, "agents")
@@ -632,7 +633,7 @@ def test_the_dashboard_alone_reads_a_warehouse_written_elsewhere(
             except urllib.error.URLError:
                 assert time.monotonic() < deadline and alone.poll() is None, "did not start"
                 time.sleep(0.1)
-        assert len(body["tables"]) == 11
+        assert len(body["tables"]) == 12  # the fed tables, and the proxy's spans
         _assert_tiles(body, _expected(proc, "*"))
     finally:
         alone.terminate()

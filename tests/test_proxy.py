@@ -1470,9 +1470,60 @@ def test_budgets_hold_across_workers_and_are_rebuilt_from_the_usage_table(tmp_pa
     try:
         assert calls(second, 2) == [429, 429]
         rebuilt = [json.loads(line) for line in second.logs().splitlines()
-                   if "spend read from the usage table" in line]  # fmt: skip
-        assert rebuilt and rebuilt[0]["calls"] == 1
-        assert rebuilt[0]["usd"] == pytest.approx(0.000594)
+                   if "calls counted from the usage table" in line]  # fmt: skip
+        assert [r["calls"] for r in rebuilt] == [1]
     finally:
         assert second.stop() == 0
+        stub.stop()
+
+
+def test_budgets_across_replicas_count_the_others_calls_from_the_usage_table(
+    tmp_path: Path,
+) -> None:
+    """Two replicas on one warehouse, each with its own WAL directory (host state): B, which
+    served nothing, refuses the token once its reading of the usage table (every
+    budget_refresh seconds) has counted what A served."""
+    stub = up.Stub()
+    stub.start()
+    tokens = tmp_path / "tokens.toml"
+    alice = add_token(tokens, "alice", ["endpoint:databricks-*"])
+    config = tmp_path / "proxy.toml"
+    config.write_text("budget_refresh = 1\n" + PROXY_TOML.format(url=stub.url)
+                      + '\n[budgets.each-token]\neach = "token"\ndaily_usd = 0.001\n')  # fmt: skip
+    replicas = [
+        CollectorProcess(tmp_path / "warehouse", "--proxy-config", str(config), "--tokens-file",
+                         str(tokens), "--wal-dir", str(tmp_path / f"wal-{name}"), env=KEYS,
+                         log_dir=tmp_path / name)
+        for name in ("a", "b") if (tmp_path / name).mkdir() is None
+    ]  # fmt: skip
+    a, b = replicas
+
+    def call(proc: CollectorProcess) -> httpx.Response:
+        return httpx.post(
+            proc.url("/anthropic/v1/messages"), timeout=30,
+            json={"model": "databricks-claude-opus-4-6", "max_tokens": 8,
+                  "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer {alice}", "anthropic-version": "2023-06-01"},
+        )  # fmt: skip
+
+    def counted(proc: CollectorProcess) -> list[int]:
+        return [json.loads(line)["calls"] for line in proc.logs().splitlines()
+                if "calls counted from the usage table" in line]  # fmt: skip
+
+    try:
+        # $0.000594 a call: two fit under $0.001 (the second crosses it), the third is refused.
+        assert [call(a).status_code for _ in range(3)] == [200, 200, 429]
+        deadline = time.monotonic() + 30
+        while sum(counted(b)) < 2:
+            assert time.monotonic() < deadline, b.logs()
+            time.sleep(0.2)
+        refused = call(b)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["message"].startswith(
+            "daily budget 'each-token' of $0.001 for token 'alice' is spent ($0.00118"
+        )
+        assert counted(a) == []  # A's reading finds only calls it counted itself
+    finally:
+        for proc in replicas:
+            assert proc.stop() == 0
         stub.stop()

@@ -15,7 +15,7 @@ from collector.config import ConfigError
 from collector.errors import PermissionDenied
 from collector.hoststate import HostState
 from collector.prices import Price, Prices
-from collector.proxy.budgets import parse_budgets, period_start
+from collector.proxy.budgets import Spend, parse_budgets, period_start
 from collector.proxy.call import Call, TraceContext, session_of
 from collector.proxy.config import load_proxy_config, parse_proxy_config
 from collector.proxy.providers import (
@@ -390,3 +390,36 @@ def test_trace_export_config_and_its_errors() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_proxy_config({**base, "traces": bad}, env, "x")
+
+
+def test_spend_is_kept_by_request_id_and_read_by_one_worker_at_a_time(tmp_path: Path) -> None:
+    host = HostState(tmp_path / "host.sqlite", 0)
+    mine, others = Spend(host), Spend(host)  # two workers of one host
+    mine.add((1000.0, "alice", "ops", "e", 0.25, "r1"))
+    # The usage table's reading: r1 again (this host's), r2 another replica's.
+    assert mine.merge([(1000.0, "alice", "ops", "e", 0.25, "r1"),
+                       (1001.0, "alice", "ops", "e", 0.5, "r2")]) == 1  # fmt: skip
+    budget = parse_budgets({"b": {"each": "token", "daily_usd": 1}}, ["e"], "x")[0]
+    assert others.spent(budget, "alice", 0) == 0.75
+    assert others.merge([(1001.0, "alice", "ops", "e", 0.5, "r2")]) == 0  # a compaction's copy
+    assert mine.due(5000.0, 60) and not others.due(5030.0, 60) and others.due(5061.0, 60)
+
+
+def test_spend_kept_without_request_ids_is_counted_again_from_the_usage_table(
+    tmp_path: Path,
+) -> None:
+    host = HostState(tmp_path / "host.sqlite", 0)
+    with host.connect() as db:  # as an earlier version left it
+        db.executescript(
+            "CREATE TABLE spend (at REAL NOT NULL, token TEXT NOT NULL, team TEXT, "
+            "endpoint TEXT NOT NULL, usd REAL NOT NULL);"
+            "CREATE TABLE spend_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "INSERT INTO spend VALUES (1000, 'alice', NULL, 'e', 0.25);"
+            "INSERT INTO spend_meta VALUES ('rebuilt', '2026-12-01');"
+        )
+    spend = Spend(host)
+    budget = parse_budgets({"b": {"each": "token", "daily_usd": 1}}, ["e"], "x")[0]
+    assert spend.spent(budget, "alice", 0) == 0  # until the table is read: due at once
+    assert spend.due(2000.0, 60)
+    assert spend.merge([(1000.0, "alice", None, "e", 0.25, "r1")]) == 1
+    assert spend.spent(budget, "alice", 0) == 0.25

@@ -5,8 +5,6 @@ and records usage and payloads in Delta tables through the collector's pipeline.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import structlog
@@ -15,7 +13,6 @@ from aiohttp import web
 from collector.hoststate import HostState
 from collector.pipeline import Pipeline
 from collector.prices import Prices
-from collector.proxy.budgets import month_spend
 from collector.proxy.config import ProxyConfig, load_proxy_config
 from collector.proxy.forward import Proxy
 
@@ -34,19 +31,10 @@ async def install_proxy(
 ) -> None:
     """Add the proxy's routes to the collector's HTTP app; its client closes with the app.
     Calls are priced by ``prices`` (the --prices file's) unless an endpoint has its own; rate
-    limits are counted in ``host``'s shared state, with the other workers."""
+    limits and spend are counted in ``host``'s shared state, with the other workers."""
     config = load_proxy_config(config_path)
     proxy = Proxy(pipeline, config, host, read_timeout, prices)
-    if not proxy.spend.rebuilt:
-        # A host with no spend of its own yet: this month's, from the usage table, first.
-        uri = pipeline.sink.uri(config.usage_table)
-        options = pipeline.sink.warehouse.delta_options()
-        rows = await asyncio.to_thread(
-            month_spend, uri, options, pipeline.auth.teams(), time.time()
-        )
-        if proxy.spend.rebuild(rows):
-            log.info("budgets: this month's spend read from the usage table", calls=len(rows),
-                     usd=round(sum(r[4] for r in rows), 6))  # fmt: skip
+    await proxy.start()  # with budgets: the month's spend is known before the first call
     proxy.install(app)
 
     async def close(app: web.Application) -> None:

@@ -3,10 +3,11 @@ that would start over a budget is refused in its provider's format, with which b
 it resets, or moved to the budget's cheaper fallback endpoint.
 
 Spend is each call's estimated cost (records.py), kept in the host's shared SQLite
-(collector/hoststate.py) so that every worker of ``--workers N`` counts against the same sums,
-and a restart keeps them. A host whose shared file is new (another machine, a lost WAL
-directory) first rebuilds this month's spend from the usage table, which holds every call of
-every replica that reached Delta. Periods are UTC days and months.
+(collector/hoststate.py) by request id, so that every worker of ``--workers N`` counts against
+the same sums and a restart keeps them. The usage table holds every call of every replica that
+reached Delta: it is read at start and then every ``budget_refresh`` seconds (by one worker of
+the host), and the calls it holds that the host has not counted (other replicas', or all of
+this month's on a host whose shared file is new) are added. Periods are UTC days and months.
 """
 
 from __future__ import annotations
@@ -19,21 +20,28 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from deltalake.exceptions import TableNotFoundError
 
 from collector.hoststate import HostState
+from collector.storage import Warehouse
+from collector.tablefiles import TableFiles
+from collector.tables import TableName
 
-__all__ = ["Budget", "BudgetSpent", "Spend", "month_spend", "parse_budgets", "period_start"]
+__all__ = ["Budget", "BudgetSpent", "Spend", "UsageSpend", "parse_budgets", "period_start"]
 
 log = structlog.get_logger("collector.proxy")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (
-    at REAL NOT NULL, token TEXT NOT NULL, team TEXT, endpoint TEXT NOT NULL, usd REAL NOT NULL
+    at REAL NOT NULL, token TEXT NOT NULL, team TEXT, endpoint TEXT NOT NULL, usd REAL NOT NULL,
+    request_id TEXT NOT NULL UNIQUE
 );
 CREATE INDEX IF NOT EXISTS spend_token ON spend (token, at);
 CREATE INDEX IF NOT EXISTS spend_team ON spend (team, at);
 CREATE TABLE IF NOT EXISTS spend_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# (time, token, team, endpoint, USD, request id): one call's spend.
+SpendRow = tuple[float, str, str | None, str, float, str]
 _SWEEP_EVERY = 3600.0  # seconds between sweeps of the spend before last month
 
 
@@ -131,26 +139,27 @@ class Spend:
 
     def __init__(self, host: HostState) -> None:
         self._db = host.connect()  # used by the event loop's thread only
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(spend)")}
+        if columns and "request_id" not in columns:
+            # Kept by an earlier version without request ids, which the usage table's rows
+            # cannot be matched with: counted again from the table, at the first refresh.
+            self._db.executescript("DROP TABLE spend; DELETE FROM spend_meta;")
         self._db.executescript(_SCHEMA)
         self._swept = 0.0
 
-    @property
-    def rebuilt(self) -> bool:
-        row = self._db.execute("SELECT value FROM spend_meta WHERE key = 'rebuilt'").fetchone()
-        return row is not None
-
-    def rebuild(self, rows: Iterable[tuple[float, str, str | None, str, float]]) -> bool:
-        """This month's spend from the usage table, (time, token, team, endpoint, USD) — on a
-        host that has none yet; several workers may offer it, one takes it. Whether it did."""
+    def due(self, now: float, every: float) -> bool:
+        """Whether this worker is to read the usage table now: the host's first worker to ask
+        once ``every`` seconds have passed since the last reading (or at its start, 0)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            if self.rebuilt:
+            row = self._db.execute(
+                "SELECT value FROM spend_meta WHERE key = 'refreshed'"
+            ).fetchone()
+            if row is not None and now - float(row[0]) < every:
                 self._db.execute("ROLLBACK")
                 return False
-            self._db.executemany("INSERT INTO spend VALUES (?, ?, ?, ?, ?)", rows)
             self._db.execute(
-                "INSERT INTO spend_meta VALUES ('rebuilt', ?)",
-                (dt.datetime.now(dt.UTC).isoformat(),),
+                "INSERT OR REPLACE INTO spend_meta VALUES ('refreshed', ?)", (repr(now),)
             )
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -158,10 +167,17 @@ class Spend:
         self._db.execute("COMMIT")
         return True
 
-    def add(self, at: float, token: str, team: str | None, endpoint: str, usd: float) -> None:
+    def merge(self, rows: Iterable[SpendRow]) -> int:
+        """Count the calls among ``rows`` (the usage table's) not counted yet: how many."""
+        before = self._db.total_changes
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO spend VALUES (?, ?, ?, ?, ?, ?)", rows)
+        return self._db.total_changes - before
+
+    def add(self, row: SpendRow) -> None:
+        at = row[0]
         try:
-            self._db.execute("INSERT INTO spend VALUES (?, ?, ?, ?, ?)",
-                             (at, token, team, endpoint, usd))  # fmt: skip
+            self._db.execute("INSERT OR IGNORE INTO spend VALUES (?, ?, ?, ?, ?, ?)", row)
             if at - self._swept >= _SWEEP_EVERY:  # what no budget counts any more goes
                 self._swept = at
                 self._db.execute("DELETE FROM spend WHERE at < ?",
@@ -208,29 +224,38 @@ def _usd(amount: float) -> str:
     return f"${amount:,.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.6f}".rstrip("0")
 
 
-def month_spend(
-    uri: str, options: dict[str, str] | None, teams: dict[str, str | None], now: float
-) -> list[tuple[float, str, str | None, str, float]]:
-    """This month's priced calls in the usage table at ``uri`` (none if there is no table
-    yet), as :meth:`Spend.rebuild` takes them; ``teams`` gives each token's team."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
+class UsageSpend:
+    """The priced calls of the usage table, read by the files each new version added (a
+    compaction's rewritten files come back with calls already counted: merged by request id)."""
 
-    try:
-        table = DeltaTable(uri, storage_options=options)
-    except TableNotFoundError:
-        return []
-    if "estimated_cost_usd" not in {f.name for f in table.schema().fields}:
-        log.warning("the usage table holds no costs yet: spend before this version is not counted")
-        return []
-    since_ns = int(period_start("month", now) * 1e9)
-    rows = table.to_pyarrow_table(
-        columns=["request_time_unix_nano", "token_name", "endpoint", "estimated_cost_usd"],
-        filters=[("request_time_unix_nano", ">=", since_ns)],
-    ).to_pylist()
-    return [
-        (r["request_time_unix_nano"] / 1e9, r["token_name"], teams.get(r["token_name"]),
-         r["endpoint"], r["estimated_cost_usd"])
-        for r in rows
-        if r["token_name"] and r["endpoint"] and r["estimated_cost_usd"] is not None
-    ]  # fmt: skip
+    def __init__(self, warehouse: Warehouse, table: TableName) -> None:
+        self.files = TableFiles(warehouse, table)
+        self._seen: set[str] = set()
+
+    def new_rows(self, teams: dict[str, str | None], now: float) -> list[SpendRow]:
+        """This month's calls in the files added since the last reading (all at the first);
+        ``teams`` gives each token's team; none when there is no table yet."""
+        try:
+            _, paths = self.files.latest()
+        except TableNotFoundError:
+            return []
+        if "estimated_cost_usd" not in self.files.schema.names:
+            return []  # an old table, before costs: gains them when this version first writes
+        since_ns = int(period_start("month", now) * 1e9)
+        found: list[SpendRow] = []
+        for path in paths:
+            if path in self._seen:
+                continue
+            columns = ["request_time_unix_nano", "token_name", "endpoint", "estimated_cost_usd",
+                       "request_id"]  # fmt: skip
+            for r in self.files.read(path, columns).to_pylist():
+                if (
+                    r["request_time_unix_nano"] >= since_ns
+                    and r["token_name"] and r["endpoint"] and r["request_id"]
+                    and r["estimated_cost_usd"] is not None
+                ):  # fmt: skip
+                    found.append((r["request_time_unix_nano"] / 1e9, r["token_name"],
+                                  teams.get(r["token_name"]), r["endpoint"],
+                                  r["estimated_cost_usd"], r["request_id"]))  # fmt: skip
+        self._seen = set(paths)
+        return found

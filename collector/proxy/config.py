@@ -119,6 +119,7 @@ class ProxyConfig:
     budgets: tuple[Budget, ...] = ()
     spans_table: TableName | None = None  # None: no spans ([traces] enabled = false)
     trace_export: TraceExport | None = None
+    budget_refresh: float = 60.0  # seconds between readings of the usage table; 0: at start
 
 
 def _number(data: dict[str, Any], key: str, default: float, where: str) -> float:
@@ -226,6 +227,7 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
         budgets,
         spans_table if traces.get("enabled", True) else None,
         _trace_export(traces, env, f"{where}: [traces]"),
+        _number(data, "budget_refresh", 60.0, where),
     )
 
 

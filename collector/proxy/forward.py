@@ -22,7 +22,7 @@ from collector.errors import ExportError, PermissionDenied, Unauthenticated, Una
 from collector.hoststate import HostState
 from collector.pipeline import Pipeline, flatten_request
 from collector.prices import Price, Prices
-from collector.proxy.budgets import BudgetSpent, Spend
+from collector.proxy.budgets import BudgetSpent, Spend, UsageSpend
 from collector.proxy.call import Call, TraceContext, session_of
 from collector.proxy.config import API_OF_ROUTE, Endpoint, ProxyConfig, Target
 from collector.proxy.export import TraceExporter
@@ -142,6 +142,8 @@ class Proxy:
         self.read_timeout = read_timeout
         self.limiter = RateLimiter(host)  # counts shared with the host's other workers
         self.spend = Spend(host)  # so are the budgets' sums
+        self._usage = UsageSpend(pipeline.sink.warehouse, config.usage_table)
+        self._refreshing: asyncio.Task[None] | None = None
         self._random = random.Random()  # the order of an endpoint's weighted targets
         # Each endpoint's prices, looked up once: its own (proxy.toml), else the price data's
         # for the model it is priced as, or each of its targets' (with --prices' mapping).
@@ -174,7 +176,41 @@ class Proxy:
             self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=True)
         return self._session
 
+    async def refresh_spend(self) -> None:
+        """Count the calls in the usage table that this host has not (other replicas', or all
+        of the month's on a new host), if it is this worker's turn to read it."""
+        now = time.time()
+        if not self.spend.due(now, self.config.budget_refresh):
+            return
+        teams = self.pipeline.auth.teams()
+        rows = await asyncio.to_thread(self._usage.new_rows, teams, now)
+        added = self.spend.merge(rows)
+        if added:
+            log.info("budgets: calls counted from the usage table", calls=added)
+
+    async def _refresh_spend_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.budget_refresh)
+            try:
+                await self.refresh_spend()
+            except Exception as e:  # the next reading may succeed; calls go on meanwhile
+                log.warning("budgets: the usage table could not be read",
+                            error=f"{type(e).__name__}: {e}")  # fmt: skip
+
+    async def start(self) -> None:
+        """Read the month's spend first, then keep it current (when there are budgets)."""
+        if not self.config.budgets:
+            return
+        await self.refresh_spend()
+        if self.config.budget_refresh:
+            self._refreshing = asyncio.get_running_loop().create_task(
+                self._refresh_spend_periodically()
+            )
+
     async def close(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            await asyncio.gather(self._refreshing, return_exceptions=True)
         if self._recording:
             await asyncio.gather(*self._recording, return_exceptions=True)
         if self.exporter is not None:
@@ -592,7 +628,8 @@ class Proxy:
         held up by the WAL."""
         cost = self._cost(call)
         if cost is not None and call.token_name is not None and call.endpoint is not None:
-            self.spend.add(time.time(), call.token_name, call.team, call.endpoint, cost.total)
+            self.spend.add((call.time_unix_nano / 1e9, call.token_name, call.team,
+                            call.endpoint, cost.total, call.request_id))  # fmt: skip
         log.info(
             "proxy call",
             request_id=call.request_id,

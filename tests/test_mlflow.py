@@ -16,11 +16,18 @@ from typing import Any
 import anthropic
 import pytest
 
-from collector.auth import add_token
 from tests import upstream_stub as up
 from tests.conftest import ROOT, CollectorProcess, free_port
 from tests.readers import read_both
-from tests.test_proxy import KEYS, agent_ua, all_workers_started, claude, gemini, gpt
+from tests.test_proxy import (
+    KEYS,
+    agent_ua,
+    all_workers_started,
+    claude,
+    gateway_files,
+    gemini,
+    gpt,
+)
 
 MLFLOW_DIR = ROOT / "tests" / "mlflow"
 
@@ -92,37 +99,8 @@ class MlflowServer:
         self._log.close()
 
 
-PROXY_TOML = """
-tables = "main.ai_gateway.agents"
-
-[upstreams.anthropic]
-base_url = "{url}"
-api_key_env = "STUB_ANTHROPIC_KEY"
-
-[upstreams.openai]
-base_url = "{url}"
-api_key_env = "STUB_OPENAI_KEY"
-
-[upstreams.gemini]
-base_url = "{url}"
-api_key_env = "STUB_GEMINI_KEY"
-
-[endpoints.databricks-claude-opus-4-6]
-upstream = "anthropic"
-model = "claude-opus-4-6"
-
-[endpoints.databricks-claude-overloaded]
-upstream = "anthropic"
-model = "claude-overloaded"
-
-[endpoints.databricks-gpt-5-2]
-upstream = "openai"
-model = "gpt-5.2"
-
-[endpoints.databricks-gemini-2-5-flash]
-upstream = "gemini"
-model = "gemini-2.5-flash"
-
+# The proxy tests' gateway, its spans also sent to MLflow's experiment.
+TRACES_TOML = """
 [traces]
 export_url = "{mlflow}/v1/traces"
 export_headers = {{ x-mlflow-experiment-id = "{experiment}" }}
@@ -142,11 +120,8 @@ def test_spans_exported_to_mlflow_are_one_trace_per_call_with_model_and_usage(
     experiment = mlflow_server.client("experiment", "coding-agents")
     stub = up.Stub()
     stub.start()
-    tokens = tmp_path / "tokens.toml"
-    alice = add_token(tokens, "alice", ["endpoint:databricks-*"])
-    config = tmp_path / "proxy.toml"
-    config.write_text(PROXY_TOML.format(url=stub.url, mlflow=mlflow_server.url,
-                                        experiment=experiment))  # fmt: skip
+    traces = TRACES_TOML.format(mlflow=mlflow_server.url, experiment=experiment)
+    config, tokens, alice = gateway_files(tmp_path, stub, traces)
     proc = CollectorProcess(tmp_path / "warehouse", "--proxy-config", str(config),
                             "--tokens-file", str(tokens), "--workers", "2", env=KEYS)  # fmt: skip
     try:

@@ -1375,6 +1375,18 @@ def test_a_usage_table_from_before_the_cost_columns_gains_them_and_keeps_its_row
     assert len(added) == 1 and all(c in added[0] for c in LATER_COLUMNS)
 
 
+def gateway_files(
+    tmp_path: Path, stub: up.Stub, extra: str = "", head: str = ""
+) -> tuple[Path, Path, str]:
+    """The tests' proxy.toml (``head`` + PROXY_TOML + ``extra``) and a tokens file holding
+    alice's token, for a test's own collector: (config, tokens file, alice's token)."""
+    tokens = tmp_path / "tokens.toml"
+    alice = add_token(tokens, "alice", ["endpoint:databricks-*"])
+    config = tmp_path / "proxy.toml"
+    config.write_text(head + PROXY_TOML.format(url=stub.url) + extra)
+    return config, tokens, alice
+
+
 def all_workers_started(proc: CollectorProcess, workers: int = 2) -> None:
     """CollectorProcess waits for one worker; a test of several waits for them all to listen."""
     deadline = time.monotonic() + 60
@@ -1389,16 +1401,13 @@ def test_rate_limits_hold_across_two_workers(tmp_path: Path) -> None:
     allows; tokens one worker recorded refuse the next call on either."""
     stub = up.Stub()
     stub.start()
-    tokens = tmp_path / "tokens.toml"
-    alice = add_token(tokens, "alice", ["endpoint:databricks-*"])
-    config = tmp_path / "proxy.toml"
-    config.write_text(
-        PROXY_TOML.format(url=stub.url)
-        + '\n[endpoints.databricks-claude-five]\nupstream = "anthropic"\n'
+    config, tokens, alice = gateway_files(
+        tmp_path, stub,
+        '\n[endpoints.databricks-claude-five]\nupstream = "anthropic"\n'
         'model = "claude-opus-4-6"\nrequests_per_minute = 5\n'
         '\n[endpoints.databricks-claude-fifty-tokens]\nupstream = "anthropic"\n'
-        'model = "claude-opus-4-6"\ntokens_per_minute = 50\n'
-    )
+        'model = "claude-opus-4-6"\ntokens_per_minute = 50\n',
+    )  # fmt: skip
     proc = CollectorProcess(tmp_path / "warehouse", "--proxy-config", str(config),
                             "--tokens-file", str(tokens), "--workers", "2", env=KEYS)  # fmt: skip
     all_workers_started(proc)
@@ -1433,11 +1442,9 @@ def test_budgets_hold_across_workers_and_are_rebuilt_from_the_usage_table(tmp_pa
     directory (another machine, say) reads this month's spend from the usage table first."""
     stub = up.Stub()
     stub.start()
-    tokens = tmp_path / "tokens.toml"
-    alice = add_token(tokens, "alice", ["endpoint:databricks-*"])
-    config = tmp_path / "proxy.toml"
-    config.write_text(PROXY_TOML.format(url=stub.url)
-                      + '\n[budgets.each-token]\neach = "token"\ndaily_usd = 0.0005\n')  # fmt: skip
+    config, tokens, alice = gateway_files(
+        tmp_path, stub, '\n[budgets.each-token]\neach = "token"\ndaily_usd = 0.0005\n'
+    )
     args = ("--proxy-config", str(config), "--tokens-file", str(tokens), "--workers", "2")
 
     def calls(proc: CollectorProcess, n: int) -> list[int]:
@@ -1485,11 +1492,10 @@ def test_budgets_across_replicas_count_the_others_calls_from_the_usage_table(
     budget_refresh seconds) has counted what A served."""
     stub = up.Stub()
     stub.start()
-    tokens = tmp_path / "tokens.toml"
-    alice = add_token(tokens, "alice", ["endpoint:databricks-*"])
-    config = tmp_path / "proxy.toml"
-    config.write_text("budget_refresh = 1\n" + PROXY_TOML.format(url=stub.url)
-                      + '\n[budgets.each-token]\neach = "token"\ndaily_usd = 0.001\n')  # fmt: skip
+    config, tokens, alice = gateway_files(
+        tmp_path, stub, '\n[budgets.each-token]\neach = "token"\ndaily_usd = 0.001\n',
+        head="budget_refresh = 1\n",
+    )  # fmt: skip
     replicas = [
         CollectorProcess(tmp_path / "warehouse", "--proxy-config", str(config), "--tokens-file",
                          str(tokens), "--wal-dir", str(tmp_path / f"wal-{name}"), env=KEYS,

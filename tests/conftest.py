@@ -43,19 +43,20 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     assert not leaked, f"a storage secret is in these logs: {leaked}"
 
 
-def node_modules() -> str:
-    """``node``, with ``tests/node/node_modules`` installed from its lock file by ``npm ci`` when
-    missing or stale (the OpenTelemetry JS SDK, Azurite)."""
+def node_modules(directory: Path = NODE_DIR) -> str:
+    """``node``, with ``directory``'s node_modules installed from its lock file by ``npm ci``
+    when missing or stale (tests/node: the OpenTelemetry JS SDK, Azurite; tests/agents: the
+    coding-agent CLIs)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.fail("node and npm must be on PATH (CI has them)")
-    lock = NODE_DIR / "package-lock.json"
+    lock = directory / "package-lock.json"
     # npm rewrites node_modules/.package-lock.json on every install: its age is the install's.
-    installed = NODE_DIR / "node_modules" / ".package-lock.json"
+    installed = directory / "node_modules" / ".package-lock.json"
     if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
         done = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR, capture_output=True, text=True, timeout=300, check=False,
+            cwd=directory, capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
         if done.returncode != 0:
             pytest.fail(f"npm ci failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")

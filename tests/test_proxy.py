@@ -730,10 +730,21 @@ def test_a_token_over_its_daily_budget_is_refused_in_each_providers_format(gw: G
     assert refused.value.body["error"] == {"type": "rate_limit_error", "message": said}
     wait = float(refused.value.response.headers["Retry-After"])
     assert 0 < wait <= 86_400
-    codex = openai.OpenAI(base_url=gw.url("/openai/v1"), api_key=dave, max_retries=0)
+    # The SDKs' retries (two by default) are called off: x-should-retry.
+    ua = agent_ua("codex_cli_rs/0.171.0")
+    codex = openai.OpenAI(base_url=gw.url("/openai/v1"), api_key=dave,
+                          default_headers={"User-Agent": ua})  # fmt: skip
     with pytest.raises(openai.RateLimitError) as refused_openai:
         codex.responses.create(model="databricks-gpt-5-2", input="hi")
-    assert refused_openai.value.body["message"] == said  # type: ignore[index]
+    midnight = time.mktime(time.strptime(tomorrow, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    # Codex stops at a usage-limit error and shows the promo header's text with it.
+    assert refused_openai.value.body == {  # type: ignore[comparison-overlap]
+        "message": said, "type": "usage_limit_reached", "param": None,
+        "code": "budget_exceeded", "resets_at": int(midnight),
+    }  # fmt: skip
+    headers = refused_openai.value.response.headers
+    assert (headers["x-should-retry"], headers["x-codex-promo-message"]) == ("false", said)
+    assert [r["status_code"] for r in usage_rows(gw, ua)] == [429]
     gemini = genai.Client(api_key=dave, http_options=types.HttpOptions(
         base_url=gw.url("/gemini"), headers={"Authorization": f"Bearer {dave}"}))  # fmt: skip
     with pytest.raises(genai_errors.ClientError) as refused_gemini:

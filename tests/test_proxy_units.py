@@ -313,6 +313,7 @@ def test_trace_context_from_traceparent() -> None:
     assert TraceContext.new().trace_id != TraceContext.new().trace_id
     assert session_of({"X-Claude-Code-Session-Id": " s-1 "}) == "s-1"
     assert session_of({"session_id": "codex-2"}) == "codex-2"
+    assert session_of({"session-id": "codex-3", "session_id": "x"}) == "codex-3"
     assert session_of({}) is None
 
 

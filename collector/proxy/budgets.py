@@ -65,13 +65,15 @@ class Budget:
 
 
 class BudgetSpent(Exception):
-    """A budget is spent: the message names it and when it resets (``retry_after`` s)."""
+    """A budget is spent: the message names it and when it resets (at ``resets_at``, Unix
+    seconds, in ``retry_after`` s)."""
 
-    def __init__(self, budget: Budget, message: str, retry_after: float) -> None:
+    def __init__(self, budget: Budget, message: str, resets_at: float, now: float) -> None:
         super().__init__(message)
         self.budget = budget
         self.message = message
-        self.retry_after = retry_after
+        self.resets_at = resets_at
+        self.retry_after = resets_at - now
 
 
 def period_start(period: str, now: float) -> float:
@@ -216,7 +218,8 @@ class Spend:
                         f"{'daily' if period == 'day' else 'monthly'} budget {budget.name!r} of "
                         f"{_usd(usd)} for {budget.scope} {holder!r} is spent ({_usd(spent)}); "
                         f"it resets at {when}",
-                        resets - now,
+                        resets,
+                        now,
                     )
 
 

@@ -14,8 +14,9 @@ from collector.proxy.providers import Answer, Usage
 __all__ = ["Call", "TraceContext", "session_of"]
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
-# Where the agents say which session a call is part of: Claude Code's header, Codex's.
-_SESSION_HEADERS = ("X-Claude-Code-Session-Id", "session_id")
+# Where the agents say which session a call is part of: Claude Code's header, Codex's (0.170
+# on; session_id before).
+_SESSION_HEADERS = ("X-Claude-Code-Session-Id", "session-id", "session_id")
 
 
 @dataclass(frozen=True)

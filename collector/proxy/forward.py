@@ -78,6 +78,7 @@ _FORWARD = frozenset(
         "openai-beta",
         "originator",
         "session_id",
+        "session-id",  # Codex 0.170 on
         "conversation_id",
         "x-goog-api-client",
     }
@@ -101,11 +102,18 @@ _MAX_PARSED_BODY = 64 * 1024 * 1024  # a non-streamed answer is held this far to
 
 
 class _Refusal(Exception):
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        retry_after: float | None = None,
+        resets_at: float | None = None,  # a spent budget's: when it resets (Unix seconds)
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        self.resets_at = resets_at
 
 
 def _forwarded_headers(headers: Any) -> dict[str, str]:
@@ -334,10 +342,18 @@ class Proxy:
             return await self._call(request, call, api, principal, started)
         except _Refusal as e:
             call.status = e.status
-            body = error_body(api, e.status, e.message)
+            body = error_body(api, e.status, e.message, e.resets_at)
             call.response_body += body
             log.info("proxy call refused", route=route, status=e.status, reason=e.message)
-            return self._error_response(api, e.status, e.message, e.retry_after, body)
+            response = self._error_response(api, e.status, e.message, e.retry_after, body)
+            if e.resets_at is not None:
+                # Not worth a retry before it resets: the providers' SDKs (and Claude Code)
+                # retry a 429 unless told; Codex shows this header's text with its "usage
+                # limit" error (the budget, and when it resets).
+                response.headers["x-should-retry"] = "false"
+                if api == "openai":
+                    response.headers["x-codex-promo-message"] = e.message
+            return response
         finally:
             call.latency_ms = (time.perf_counter() - started) * 1000
             self._record(call)
@@ -431,9 +447,9 @@ class Proxy:
                 payload["model"] = target.model
                 return path, json.dumps(payload, ensure_ascii=False).encode()
 
+        call.endpoint, call.upstream_model = endpoint.name, endpoint.model  # if refused: asked
         endpoint = self._within_budget(principal, endpoint, api)
-        call.endpoint = endpoint.name
-        call.upstream_model = endpoint.model
+        call.endpoint, call.upstream_model = endpoint.name, endpoint.model
         try:
             self.limiter.admit(
                 principal.name,
@@ -617,7 +633,7 @@ class Proxy:
                     or fallback.upstream.api != api
                     or not any(g.allows_endpoint(fallback.name) for g in principal.grants)
                 ):
-                    raise _Refusal(429, e.message, e.retry_after) from None
+                    raise _Refusal(429, e.message, e.retry_after, e.resets_at) from None
                 log.info("budget spent: the call goes to its fallback", budget=e.budget.name,
                          endpoint=endpoint.name, fallback=fallback.name)  # fmt: skip
                 tried.add(fallback.name)

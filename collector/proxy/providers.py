@@ -4,6 +4,7 @@ errors look, which header carries the provider's key, and where usage is reporte
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +57,9 @@ _GEMINI_STATUS = {
 }
 
 
-def error_body(api: str, status: int, message: str) -> bytes:
-    """An error of the proxy's own, in the JSON shape the provider's SDKs parse."""
+def error_body(api: str, status: int, message: str, resets_at: float | None = None) -> bytes:
+    """An error of the proxy's own, in the JSON shape the provider's SDKs parse; ``resets_at``
+    for a spent budget (OpenAI's shape then is the usage-limit error Codex stops at)."""
     body: dict[str, Any]
     if api == "anthropic":
         kind = _ANTHROPIC_ERRORS.get(status, "api_error")
@@ -65,6 +67,9 @@ def error_body(api: str, status: int, message: str) -> bytes:
     elif api == "openai":
         kind, code = _OPENAI_ERRORS.get(status, ("server_error", "internal_error"))
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        if resets_at is not None:
+            body["error"] |= {"type": "usage_limit_reached", "code": "budget_exceeded",
+                              "resets_at": math.ceil(resets_at)}  # fmt: skip
     else:
         body = {
             "error": {

@@ -23,6 +23,8 @@ __all__ = [
     "usage_from",
 ]
 
+# gen_ai.provider.name of each API (OpenTelemetry's GenAI semantic conventions).
+PROVIDER_NAME = {"anthropic": "anthropic", "openai": "openai", "gemini": "gcp.gemini"}
 _ANTHROPIC_ERRORS = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -43,8 +45,6 @@ _OPENAI_ERRORS = {
     502: ("server_error", "upstream_error"),
     503: ("server_error", "unavailable"),
 }
-# gen_ai.provider.name of each API (OpenTelemetry's GenAI semantic conventions).
-PROVIDER_NAME = {"anthropic": "anthropic", "openai": "openai", "gemini": "gcp.gemini"}
 _GEMINI_STATUS = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",

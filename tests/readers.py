@@ -102,11 +102,18 @@ def read_duckdb(path: Path | str) -> list[dict[str, Any]]:
 
 
 def read_both(path: Path | str, key: Any = None) -> list[dict[str, Any]]:
-    """Rows read by both readers, asserted equal; sorted by ``key`` (file order is not stable)."""
-    a = read_polars(path)
-    b = read_duckdb(path)
-    if key is not None:
-        a.sort(key=key)
-        b.sort(key=key)
+    """Rows read by both readers, asserted equal; sorted by ``key`` (file order is not stable).
+
+    A table a running collector writes to may gain a commit between the two reads: then the
+    readers saw different versions, and both read again, until no commit came between."""
+    while True:
+        before = DeltaTable(str(path)).version()
+        a = read_polars(path)
+        b = read_duckdb(path)
+        if key is not None:
+            a.sort(key=key)
+            b.sort(key=key)
+        if a == b or DeltaTable(str(path)).version() == before:
+            break
     assert a == b, "polars and DuckDB read different rows"
     return a

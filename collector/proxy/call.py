@@ -88,7 +88,7 @@ class Call:
     request_body: bytes = b""
     response_body: bytearray = field(default_factory=bytearray)
     response_truncated: bool = False
-    streamed_text: str = ""  # what a streamed answer's events wrote, joined (redaction)
+    streamed_pieces: list[str] = field(default_factory=list)  # what each streamed event wrote
     # For the call's span:
     trace: TraceContext = field(default_factory=TraceContext.new)
     span_id: bytes = field(default_factory=lambda: os.urandom(8))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import random
 import re
@@ -124,9 +126,44 @@ class ProxyConfig:
 
 def _number(data: dict[str, Any], key: str, default: float, where: str) -> float:
     value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise ConfigError(f"{where}: {key} must be a number ≥ 0, got {value!r}")
     return float(value)
+
+
+def _table(value: Any, at: str, keys: frozenset[str]) -> dict[str, Any]:
+    """``value`` as a TOML table holding only ``keys``: a misspelt key is an error, since
+    ignoring it would quietly switch off what it sets (a limit, a weight, a price)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{at}: must be a table, got {value!r}")
+    for key in value:
+        if key not in keys:
+            near = difflib.get_close_matches(key, keys, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ConfigError(f"{at}: unknown key {key!r}{hint}; known: {', '.join(sorted(keys))}")
+    return value
+
+
+def _tables(value: Any, at: str, keys: frozenset[str]) -> dict[str, dict[str, Any]]:
+    """``[at.NAME]`` tables, each holding only ``keys``."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{at}: must be tables [{at.rpartition(' ')[2]}.NAME], got {value!r}")
+    return {name: _table(v, f"{at}.{name}", keys) for name, v in value.items()}
+
+
+_TOP = frozenset({"tables", "max_payload_bytes", "max_request_bytes", "connect_timeout",
+                  "idle_timeout", "requests_per_minute", "tokens_per_minute", "budget_refresh",
+                  "upstreams", "routes", "endpoints", "redaction", "budgets", "traces"})  # fmt: skip
+_UPSTREAM = frozenset({"api", "base_url", "api_key_env"})
+_ENDPOINT = frozenset({"upstream", "model", "targets", "requests_per_minute",
+                       "tokens_per_minute", "price_model", "price"})  # fmt: skip
+_TARGET = frozenset({"upstream", "model", "weight"})
+_PRICE = frozenset({"input", "output", "cache_read", "cache_write"})
 
 
 def _count(data: dict[str, Any], key: str, default: int, where: str) -> int:
@@ -137,6 +174,7 @@ def _count(data: dict[str, Any], key: str, default: int, where: str) -> int:
 
 
 def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) -> ProxyConfig:
+    _table(data, where, _TOP)
     try:
         prefix = str(data["tables"])
         usage_table = TableName.parse(prefix + "_usage")
@@ -148,7 +186,7 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
         raise ConfigError(f"{where}: tables: {e.message}") from None
 
     upstreams = {}
-    for name, u in data.get("upstreams", {}).items():
+    for name, u in _tables(data.get("upstreams", {}), f"{where}: upstreams", _UPSTREAM).items():
         at = f"{where}: upstreams.{name}"
         api = u.get("api", name)
         if api not in _APIS:
@@ -167,16 +205,20 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
     default_rpm = _count(data, "requests_per_minute", 0, where)
     default_tpm = _count(data, "tokens_per_minute", 0, where)
     endpoints = {}
-    for name, e in data.get("endpoints", {}).items():
+    for name, e in _tables(data.get("endpoints", {}), f"{where}: endpoints", _ENDPOINT).items():
         at = f"{where}: endpoints.{name}"
         if not _ENDPOINT_NAME.fullmatch(name):
             raise ConfigError(f"{at}: endpoint names are letters, digits and . _ -")
         targets = _targets(e, name, upstreams, at)
         upstream = targets[0].upstream
         try:
-            price = Price.from_toml(e["price"], f"{at}.price") if "price" in e else None
+            price = None
+            if "price" in e:
+                price = Price.from_toml(_table(e["price"], f"{at}.price", _PRICE), f"{at}.price")
         except PricesError as error:
             raise ConfigError(str(error)) from None
+        if not isinstance(e.get("price_model", ""), str):
+            raise ConfigError(f'{at}: price_model is a "provider/model" string')
         endpoints[name] = Endpoint(
             name,
             upstream,
@@ -188,25 +230,27 @@ def parse_proxy_config(data: dict[str, Any], env: dict[str, str], where: str) ->
             targets,
         )
 
-    routes = data.get("routes", {})
+    routes = _tables(data.get("routes", {}), f"{where}: routes", frozenset({"log_payloads"}))
     unknown = set(routes) - set(API_OF_ROUTE)
     if unknown:
         raise ConfigError(f"{where}: unknown route(s) {', '.join(sorted(unknown))}")
-    log_payloads = {r: bool(routes.get(r, {}).get("log_payloads", True)) for r in API_OF_ROUTE}
+    log_payloads = {r: routes.get(r, {}).get("log_payloads", True) for r in API_OF_ROUTE}
+    if not all(isinstance(v, bool) for v in log_payloads.values()):
+        raise ConfigError(f"{where}: routes.*.log_payloads is true or false")
     try:
         max_payload = parse_size(data.get("max_payload_bytes", "64KiB"))
         max_request = parse_size(data.get("max_request_bytes", "32MiB"))
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
-    redaction = data.get("redaction", {})
-    patterns = redaction.get("patterns", {}) if isinstance(redaction, dict) else None
+    redaction = _table(data.get("redaction", {}), f"{where}: redaction",
+                       frozenset({"enabled", "patterns"}))  # fmt: skip
+    patterns = redaction.get("patterns", {})
     if not isinstance(patterns, dict) or not all(isinstance(v, str) for v in patterns.values()):
         raise ConfigError(f'{where}: [redaction] patterns maps kinds to "regular expressions"')
     try:
         redactor = Redactor(patterns) if redaction.get("enabled", True) else None
-    except re.error as e:
-        bad = next((f"patterns.{k}" for k, v in patterns.items() if not _compiles(v)), "patterns")
-        raise ConfigError(f"{where}: [redaction] {bad}: {e} (flags scoped, as (?i:…))") from None
+    except ValueError as e:
+        raise ConfigError(f"{where}: [redaction] {e} (flags scoped, as (?i:…))") from None
     try:
         budgets = parse_budgets(data.get("budgets", {}), endpoints, where)
     except ValueError as e:
@@ -274,6 +318,7 @@ def _targets(
     targets = []
     for i, t in enumerate(listed):
         where = at if "targets" not in e else f"{at}.targets[{i}]"
+        _table(t, where, _TARGET)
         upstream = upstreams.get(str(t.get("upstream", "")))
         if upstream is None:
             raise ConfigError(f"{where}: upstream must name one of [upstreams.*]")
@@ -288,14 +333,6 @@ def _targets(
     if len({t.weight is None for t in targets}) > 1:
         raise ConfigError(f"{at}: give every target a weight, or none (tried in order)")
     return tuple(targets)
-
-
-def _compiles(pattern: str) -> bool:
-    try:
-        re.compile(pattern)
-    except re.error:
-        return False
-    return True
 
 
 def load_proxy_config(path: Path, env: dict[str, str] | None = None) -> ProxyConfig:

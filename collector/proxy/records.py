@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass
+from itertools import accumulate
 
 import pyarrow as pa
 
@@ -117,11 +119,10 @@ def inference_batch(call: Call, limit: int, redactor: Redactor | None = None) ->
         text, in_response = redactor.redact(response_bytes.decode("utf-8", "replace"))
         response_bytes = text.encode()
         found += in_response
-        if call.streamed_text:
-            _, written = redactor.redact(call.streamed_text)
-            if written - in_response:
-                response_bytes = _WITHHELD.encode()
-                found += written - in_response
+        across = _across_events(redactor, call.streamed_pieces)
+        if across:
+            response_bytes = _WITHHELD.encode()
+            found = found - in_response + across
     request, request_cut = truncate(request_bytes, limit)
     response, response_cut = truncate(response_bytes, limit)
     # Cut before redaction too (the margin): the redacted text's length says nothing of that.
@@ -143,6 +144,19 @@ def inference_batch(call: Call, limit: int, redactor: Redactor | None = None) ->
         "redacted_kinds": sorted(found) if redactor is not None else None,
     }
     return pa.RecordBatch.from_pylist([row], schema=load_schema("inference").arrow)
+
+
+def _across_events(redactor: Redactor, pieces: list[str]) -> Counter[str]:
+    """The credentials a stream's events wrote in more than one piece (none of its events
+    holds one whole, and the pieces join into it), by kind; empty if there are none."""
+    ends = list(accumulate(len(piece) for piece in pieces))
+    written = "".join(pieces)
+    if not any(
+        bisect_right(ends, start) < bisect_left(ends, end)
+        for _, start, end in redactor.find(written)
+    ):
+        return Counter()
+    return redactor.redact(written)[1]
 
 
 # Bytes past the stored limit that are kept and searched: a credential across the cut (a

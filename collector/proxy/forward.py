@@ -451,11 +451,13 @@ class Proxy:
         endpoint = self._within_budget(principal, endpoint, api)
         call.endpoint, call.upstream_model = endpoint.name, endpoint.model
         try:
-            self.limiter.admit(
+            reservation = self.limiter.admit(
                 principal.name,
                 endpoint.name,
                 endpoint.requests_per_minute,
                 endpoint.tokens_per_minute,
+                # The prompt is most of a coding agent's tokens; ~4 bytes of JSON a token.
+                estimate=len(body) // 4,
             )
         except RateLimited as e:
             raise _Refusal(429, e.message, e.retry_after) from None
@@ -510,10 +512,7 @@ class Proxy:
                     ) from None
             raise AssertionError("an endpoint has at least one target")
         finally:
-            if call.usage is not None:
-                self.limiter.record_tokens(
-                    principal.name, endpoint.name, call.usage.total, endpoint.tokens_per_minute
-                )
+            self.limiter.settle(reservation, call.usage.tokens(api) if call.usage else 0)
 
     async def _relay(
         self,
@@ -609,7 +608,7 @@ class Proxy:
                 whole += chunk
         if parser is not None:
             events(parser.close())
-            call.streamed_text = "".join(written)
+            call.streamed_pieces = written
         elif whole and call.status < 400:
             with contextlib.suppress(ValueError):
                 whole_answer = json.loads(whole)

@@ -134,9 +134,9 @@ class Usage:
     cache_creation_input_tokens: int = 0
     reasoning_tokens: int = 0
 
-    @property
-    def total(self) -> int:
-        return self.input_tokens + self.output_tokens
+    def tokens(self, api: str) -> int:
+        """All the call's tokens, each once: input cached or not, and output (rate limits)."""
+        return sum(self.billed(api))
 
     def billed(self, api: str) -> tuple[int, int, int, int]:
         """The tokens a provider bills, each kind once: uncached input, output (with

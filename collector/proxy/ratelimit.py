@@ -17,7 +17,7 @@ import structlog
 
 from collector.hoststate import HostState
 
-__all__ = ["RateLimited", "RateLimiter"]
+__all__ = ["RateLimited", "RateLimiter", "Reservation"]
 
 log = structlog.get_logger("collector.proxy")
 
@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS limit_events (
 CREATE INDEX IF NOT EXISTS limit_events_key ON limit_events (who, endpoint, kind, at);
 """
 _EXPIRE_EVERY = 10.0  # seconds between sweeps of the events that left every window
+# An admitted call's reserved tokens: (token, endpoint, its row), None without a token limit.
+Reservation = tuple[str, str, int] | None
 
 
 class RateLimited(Exception):
@@ -41,9 +43,11 @@ class RateLimited(Exception):
 
 
 class RateLimiter:
-    """Token counts are known only once a response is over, so a call is admitted while the
-    tokens of the calls of the last minute are under the limit (the last one may overshoot).
-    Times are wall-clock seconds, which all the host's processes share."""
+    """Token counts are known only once a response is over, so an admitted call reserves an
+    estimate of its tokens, which the calls admitted after it count, and settles at the
+    count its provider reported. A call is admitted while the calls of the last minute (and
+    those in flight, at their estimates) are under the limit: only the call that crosses it
+    may overshoot. Times are wall-clock seconds, which all the host's processes share."""
 
     def __init__(self, host: HostState, clock: Callable[[], float] = time.time) -> None:
         self._db = host.connect()  # used by the event loop's thread only
@@ -51,20 +55,25 @@ class RateLimiter:
         self._db.executescript(_SCHEMA)
         self._expired = 0.0
 
-    def admit(self, who: str, endpoint: str, rpm: int, tpm: int) -> None:
-        """Count one request, or raise :class:`RateLimited` with the seconds to wait."""
+    def admit(self, who: str, endpoint: str, rpm: int, tpm: int, estimate: int = 0) -> Reservation:
+        """Count one request and reserve ``estimate`` tokens, or raise :class:`RateLimited`
+        with the seconds to wait. The reservation is to be settled when the call ends."""
         if not rpm and not tpm:
-            return
+            return None
         try:
-            refusal = self._admit(who, endpoint, rpm, tpm, self._clock())
+            refusal, reservation = self._admit(who, endpoint, rpm, tpm, estimate, self._clock())
         except sqlite3.Error as e:
             log.warning("rate limits not counted; the call is admitted", error=str(e))
-            return
+            return None
         if refusal is not None:
             raise refusal
+        return reservation
 
-    def _admit(self, who: str, endpoint: str, rpm: int, tpm: int, now: float) -> RateLimited | None:
+    def _admit(
+        self, who: str, endpoint: str, rpm: int, tpm: int, estimate: int, now: float
+    ) -> tuple[RateLimited | None, Reservation]:
         self._db.execute("BEGIN IMMEDIATE")  # the workers' admissions, one at a time
+        reservation: Reservation = None
         try:
             refusal = self._refusal(who, endpoint, rpm, tpm, now)
             if refusal is None:
@@ -72,12 +81,18 @@ class RateLimiter:
                     "INSERT INTO limit_events VALUES (?, ?, ?, ?, 1)",
                     (who, endpoint, _REQUEST, now),
                 )
+                if tpm:
+                    cursor = self._db.execute(
+                        "INSERT INTO limit_events VALUES (?, ?, ?, ?, ?)",
+                        (who, endpoint, _TOKENS, now, max(estimate, 0)),
+                    )
+                    reservation = (who, endpoint, cursor.lastrowid)
                 self._expire(now)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-        return refusal
+        return refusal, reservation
 
     def _refusal(
         self, who: str, endpoint: str, rpm: int, tpm: int, now: float
@@ -116,14 +131,22 @@ class RateLimiter:
                 )
         return None
 
-    def record_tokens(self, who: str, endpoint: str, tokens: int, tpm: int) -> None:
-        if not tpm or tokens <= 0:
+    def settle(self, reservation: Reservation, tokens: int) -> None:
+        """The call's tokens in place of its estimate, counted from now (the answer's end)."""
+        if reservation is None:
             return
+        who, endpoint, rowid = reservation
+        now = self._clock()
         try:
-            self._db.execute(
-                "INSERT INTO limit_events VALUES (?, ?, ?, ?, ?)",
-                (who, endpoint, _TOKENS, self._clock(), tokens),
-            )
+            updated = self._db.execute(
+                "UPDATE limit_events SET amount = ?, at = ? WHERE rowid = ? AND kind = ?",
+                (max(tokens, 0), now, rowid, _TOKENS),
+            ).rowcount
+            if not updated and tokens > 0:  # a call longer than the window: swept meanwhile
+                self._db.execute(
+                    "INSERT INTO limit_events VALUES (?, ?, ?, ?, ?)",
+                    (who, endpoint, _TOKENS, now, tokens),
+                )
         except sqlite3.Error as e:
             log.warning("tokens not counted toward the rate limit", error=str(e))
 

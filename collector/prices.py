@@ -9,6 +9,7 @@ base tier (genai-prices knows tiers by prompt size; an estimate per call uses th
 from __future__ import annotations
 
 import functools
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -37,13 +38,24 @@ class Price:
     output: float
     cache_read: float
     cache_write: float
+    # A long prompt's prices: (more input tokens than this, the price of all the call's
+    # tokens then), ascending. As providers bill: crossing a tier prices every token at it.
+    tiers: tuple[tuple[int, Price], ...] = ()
+
+    def at(self, total_input: int) -> Price:
+        """The price of a call with ``total_input`` tokens of input, cached or not."""
+        price = self
+        for start, tier in self.tiers:
+            if total_input > start:
+                price = tier
+        return price
 
     @classmethod
     def from_toml(cls, table: Any, where: str) -> Price:
         """A price as a TOML table gives it: ``input`` and ``output`` USD per million tokens,
         ``cache_read`` and ``cache_write`` optional (the input price if absent)."""
         try:
-            return cls(
+            price = cls(
                 float(table["input"]),
                 float(table["output"]),
                 float(table.get("cache_read", table["input"])),
@@ -54,11 +66,19 @@ class Price:
                 f"{where}: needs input and output in USD per million tokens (cache_read, "
                 f"cache_write optional): {e}"
             ) from None
+        rates = (price.input, price.output, price.cache_read, price.cache_write)
+        if not all(math.isfinite(v) and v >= 0 for v in rates):
+            raise PricesError(f"{where}: prices are USD per million tokens, ≥ 0: {price}")
+        return price
 
     def parts(
         self, input: int, output: int, cache_read: int, cache_write: int
     ) -> tuple[float, float, float, float]:
-        """What each kind of token of a call costs, USD: ``input`` counts the uncached input."""
+        """What each kind of token of a call costs, USD: ``input`` counts the uncached input;
+        the tier is the one all its input reaches."""
+        tiered = self.at(input + cache_read + cache_write)
+        if tiered is not self:
+            return tiered.parts(input, output, cache_read, cache_write)
         return (
             input * self.input / _PER_MILLION,
             output * self.output / _PER_MILLION,
@@ -138,26 +158,37 @@ def _candidates(name: str) -> list[str]:
 
 @functools.cache
 def _known(model: str, provider: str | None) -> Price | None:
-    """genai-prices' base-tier price of ``model``, per million tokens of each kind."""
+    """genai-prices' price of ``model``, per million tokens of each kind, with its tiers."""
     from genai_prices import Usage, calc_price  # its data loads on first use
+    from genai_prices.types import TieredPrices
 
-    def per_million(**usage: int) -> float | None:
-        try:
-            result = calc_price(Usage(**usage), model_ref=model, provider_id=provider)
-        except (LookupError, ValueError):  # a model, or a provider, it does not know
-            return None
-        return float(result.total_price) * _PER_MILLION / 1000
-
-    base = per_million(input_tokens=1000)
-    if base is None:
+    try:
+        found = calc_price(Usage(input_tokens=1), model_ref=model, provider_id=provider)
+    except (LookupError, ValueError):  # a model, or a provider, it does not know
         return None
-    output = per_million(output_tokens=1000)
-    # Cached tokens are part of the input in genai-prices' usage, as in OpenAI's.
-    cache_read = per_million(input_tokens=1000, cache_read_tokens=1000)
-    cache_write = per_million(input_tokens=1000, cache_write_tokens=1000)
-    return Price(
-        base,
-        output if output is not None else base,
-        cache_read if cache_read is not None else base,
-        cache_write if cache_write is not None else base,
-    )
+    data = found.model_price
+    rates = [data.input_mtok, data.output_mtok, data.cache_read_mtok, data.cache_write_mtok]
+
+    def price_at(total_input: int) -> Price:
+        def rate(value: Any) -> float | None:
+            if isinstance(value, TieredPrices):
+                applies = value.base
+                for tier in value.tiers:
+                    if total_input > tier.start:
+                        applies = tier.price
+                value = applies
+            return None if value is None else float(value)
+
+        input, output, cache_read, cache_write = (rate(r) for r in rates)
+        input = input or 0.0
+        return Price(
+            input,
+            input if output is None else output,
+            input if cache_read is None else cache_read,
+            input if cache_write is None else cache_write,
+        )
+
+    starts = sorted({t.start for r in rates if isinstance(r, TieredPrices) for t in r.tiers})
+    base = price_at(0)
+    return Price(base.input, base.output, base.cache_read, base.cache_write,
+                 tuple((start, price_at(start + 1)) for start in starts))  # fmt: skip

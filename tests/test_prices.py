@@ -16,10 +16,13 @@ from collector.prices import Price, Prices, PricesError
 from tests.conftest import ROOT
 
 TOKENS = (12_000, 800, 30_000, 1_500)  # uncached input, output, cache read, cache write
+# A long session's prompt: past the 200k tokens where Claude Sonnet's and Gemini Pro's prices
+# rise, for every token of the call.
+LONG = (40_000, 2_000, 170_000, 9_000)
 
 
-def _reference(model: str, provider: str | None = None) -> float:
-    inp, out, read, write = TOKENS
+def _reference(model: str, provider: str | None = None, tokens: tuple[int, ...] = TOKENS) -> float:
+    inp, out, read, write = tokens
     usage = Usage(input_tokens=inp + read + write, output_tokens=out, cache_read_tokens=read,
                   cache_write_tokens=write)  # fmt: skip
     return float(calc_price(usage, model_ref=model, provider_id=provider).total_price)
@@ -39,6 +42,18 @@ def _reference(model: str, provider: str | None = None) -> float:
 )
 def test_known_models_cost_what_the_price_data_says(name: str, model: str) -> None:
     assert Prices().cost(name, *TOKENS) == pytest.approx(_reference(model), rel=1e-12)
+    assert Prices().cost(name, *LONG) == pytest.approx(_reference(model, None, LONG), rel=1e-12)
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "gemini-2.5-pro"])
+def test_a_long_prompt_is_priced_at_its_tier(model: str) -> None:
+    long, short = _reference(model, None, LONG), _reference(model, None, (39_000, 2_000, 0, 0))
+    assert Prices().cost(model, *LONG) == pytest.approx(long, rel=1e-12)
+    price = Prices().price(model)
+    assert price is not None
+    base = Price(price.input, price.output, price.cache_read, price.cache_write)
+    assert long > 1.5 * base.cost(*LONG)  # the base tier would undercount it
+    assert Prices().cost(model, 39_000, 2_000, 0, 0) == pytest.approx(short, rel=1e-12)
 
 
 def test_an_unknown_model_has_no_price() -> None:

@@ -25,6 +25,7 @@ from collector.health import HEALTH_SETTINGS, check_ready, readiness_url
 from collector.log import configure_logging
 from collector.maintenance import Maintainer, MaintenancePolicy, TableReport
 from collector.maintenance.background import MAINTENANCE_SETTINGS
+from collector.proxy import load_proxy_config
 from collector.schema import SchemaMismatch
 from collector.server import Collector
 from collector.signals import SIGNALS
@@ -199,6 +200,8 @@ def _serve(args: argparse.Namespace) -> int:
                     error=unreachable)  # fmt: skip
     worker = process.worker_index()
     if worker is None and config.workers > 1:
+        if config.proxy_config is not None:  # once, before N workers each fail on it
+            load_proxy_config(config.proxy_config)
         return supervise(sys.argv[1:], config.workers)
     if process.stop_requested():  # stopped while still loading: nothing was started
         return 0

@@ -4,6 +4,9 @@ process; the upstream is tests/upstream_stub.py (the providers cannot be reached
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -33,7 +36,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from collector.auth import add_token
 from collector.schema import load_schema
 from tests import upstream_stub as up
-from tests.conftest import CollectorProcess, free_port, wait_for_rows
+from tests.conftest import ROOT, CollectorProcess, free_port, wait_for_rows
 from tests.readers import duckdb_with_delta, read_both, read_polars
 
 KEYS = {
@@ -1409,25 +1412,29 @@ def all_workers_started(proc: CollectorProcess, workers: int = 2) -> None:
 def test_rate_limits_hold_across_two_workers(tmp_path: Path) -> None:
     """Requests and tokens per minute are counted in the host's shared state: 20 calls at once
     on fresh connections, spread by the kernel over two workers, get exactly the 5 the limit
-    allows; tokens one worker recorded refuse the next call on either."""
+    allows; tokens one worker recorded refuse the next call on either; and 20 calls at once
+    whose prompts' estimate alone fills a token limit get exactly one through."""
     stub = up.Stub()
     stub.start()
     config, tokens, alice = gateway_files(
         tmp_path, stub,
         '\n[endpoints.databricks-claude-five]\nupstream = "anthropic"\n'
         'model = "claude-opus-4-6"\nrequests_per_minute = 5\n'
-        '\n[endpoints.databricks-claude-fifty-tokens]\nupstream = "anthropic"\n'
-        'model = "claude-opus-4-6"\ntokens_per_minute = 50\n',
+        '\n[endpoints.databricks-claude-250-tokens]\nupstream = "anthropic"\n'
+        'model = "claude-opus-4-6"\ntokens_per_minute = 250\n'
+        '\n[endpoints.databricks-claude-80-tokens]\nupstream = "anthropic"\n'
+        'model = "claude-opus-4-6"\ntokens_per_minute = 80\n',
     )  # fmt: skip
     proc = CollectorProcess(tmp_path / "warehouse", "--proxy-config", str(config),
                             "--tokens-file", str(tokens), "--workers", "2", env=KEYS)  # fmt: skip
     all_workers_started(proc)
     body = {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
 
-    def call(model: str) -> int:
+    def call(model: str, prompt: str = "hi") -> int:
         with httpx.Client(timeout=30) as client:  # a connection of its own
+            messages = [{"role": "user", "content": prompt}]
             response = client.post(
-                proc.url("/anthropic/v1/messages"), json={**body, "model": model},
+                proc.url("/anthropic/v1/messages"), json={**body, "model": model, "messages": messages},
                 headers={"Authorization": f"Bearer {alice}", "anthropic-version": "2023-06-01"},
             )  # fmt: skip
             return response.status_code
@@ -1436,10 +1443,16 @@ def test_rate_limits_hold_across_two_workers(tmp_path: Path) -> None:
         with ThreadPoolExecutor(20) as pool:
             statuses = list(pool.map(call, ["databricks-claude-five"] * 20))
         assert sorted(statuses) == [200] * 5 + [429] * 15
-        # Each non-streamed answer counts 25 input + 15 output tokens (the stub's): the first
-        # two calls fit under 50 a minute, the third is refused, wherever each lands.
-        fifty = [call("databricks-claude-fifty-tokens") for _ in range(3)]
-        assert fifty == [200, 200, 429]
+        # Each non-streamed answer counts 147 tokens (the stub's 25 input, 15 output, 100
+        # cache-read and 7 cache-write): two calls fit under 250 a minute, the third is
+        # refused, wherever each lands.
+        assert [call("databricks-claude-250-tokens") for _ in range(3)] == [200, 200, 429]
+        # A prompt of ~330 bytes is estimated at 80+ tokens: the first call admitted reserves
+        # the whole limit, and the 19 others at once are refused while it is in flight.
+        prompt = "Refactor the parser so that each token carries its line and column. " * 4
+        with ThreadPoolExecutor(20) as pool:
+            statuses = list(pool.map(call, ["databricks-claude-80-tokens"] * 20, [prompt] * 20))
+        assert sorted(statuses) == [200] + [429] * 19
         workers = {json.loads(line).get("worker") for line in proc.logs().splitlines()
                    if '"proxy call"' in line}  # fmt: skip
         assert workers == {0, 1}, "the kernel gave every connection to one worker"
@@ -1544,3 +1557,24 @@ def test_budgets_across_replicas_count_the_others_calls_from_the_usage_table(
         for proc in replicas:
             assert proc.stop() == 0
         stub.stop()
+
+
+def test_a_malformed_proxy_config_stops_two_workers_at_once_with_its_error(
+    tmp_path: Path,
+) -> None:
+    """A proxy.toml whose endpoint is not a table is one clear error from the supervisor
+    (exit 2), not a worker that crashes and is restarted forever."""
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        'tables = "main.ai.agents"\n[upstreams.anthropic]\nbase_url = "http://127.0.0.1:9"\n'
+        'api_key_env = "STUB_ANTHROPIC_KEY"\n[endpoints]\ndatabricks-claude = "claude-opus-4-6"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "collector", "serve", "--warehouse", str(tmp_path / "wh"),
+         "--wal-dir", str(tmp_path / "wal"), "--http", f"127.0.0.1:{free_port()}", "--grpc", "off",
+         "--workers", "2", "--proxy-config", str(config)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **KEYS},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "endpoints.databricks-claude: must be a table, got 'claude-opus-4-6'" in done.stderr
+    assert "restarting" not in done.stderr

@@ -28,7 +28,7 @@ from collector.proxy.providers import (
     usage_from,
 )
 from collector.proxy.ratelimit import RateLimited, RateLimiter
-from collector.proxy.records import Cost, agent_of, cost_of, truncate
+from collector.proxy.records import Cost, agent_of, cost_of, inference_batch, truncate
 from collector.proxy.redact import Redactor
 from collector.proxy.sse import SseParser
 from tests import upstream_stub as up
@@ -84,12 +84,30 @@ def test_rate_limiter_windows(tmp_path: Path) -> None:
     now[0] += 50
     limiter.admit("a", "e", rpm=2, tpm=0)  # the first request left the window
 
-    limiter.record_tokens("a", "t", 30, tpm=50)
+    limiter.settle(limiter.admit("a", "t", rpm=0, tpm=50, estimate=10), 30)
     now[0] += 20
-    limiter.record_tokens("a", "t", 30, tpm=50)
+    limiter.settle(limiter.admit("a", "t", rpm=0, tpm=50, estimate=10), 30)
     with pytest.raises(RateLimited) as e:
         limiter.admit("a", "t", rpm=0, tpm=50)
     assert e.value.retry_after == pytest.approx(40)  # when the first 30 tokens expire
+
+    # A call in flight counts at its estimate until it settles; one that failed counts none.
+    now[0] += 100
+    in_flight = limiter.admit("a", "t", rpm=0, tpm=50, estimate=60)
+    with pytest.raises(RateLimited):
+        limiter.admit("a", "t", rpm=0, tpm=50, estimate=1)
+    limiter.settle(in_flight, 0)
+    limiter.settle(limiter.admit("a", "t", rpm=0, tpm=50, estimate=1), 50)
+    with pytest.raises(RateLimited):
+        limiter.admit("a", "t", rpm=0, tpm=50)
+    # A call longer than the window: its reservation was swept, its tokens still count.
+    long_call = limiter.admit("b", "t", rpm=0, tpm=50, estimate=1)
+    now[0] += 61
+    limiter.admit("c", "t", rpm=1, tpm=0)  # a sweep
+    now[0] += 10
+    limiter.settle(long_call, 50)
+    with pytest.raises(RateLimited):
+        limiter.admit("b", "t", rpm=0, tpm=50)
 
 
 def test_endpoint_grants(tmp_path: Path) -> None:
@@ -121,6 +139,42 @@ def test_example_config_and_its_errors(tmp_path: Path) -> None:
         parse_proxy_config({}, env, "x")
     with pytest.raises(ConfigError, match="unknown route"):
         parse_proxy_config({"tables": "a.b.c", "routes": {"bedrock": {}}}, env, "x")
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"endpoints": {"e": "x"}}, "x: endpoints.e: must be a table, got 'x'"),
+        ({"routes": 1}, "x: routes: must be tables [routes.NAME], got 1"),
+        ({"upstreams": {"anthropic": "http://x"}}, "upstreams.anthropic: must be a table"),
+        ({"endpoints": {"e": {"upstream": "anthropic", "request_per_minute": 5}}},
+         "endpoints.e: unknown key 'request_per_minute' (did you mean requests_per_minute?)"),
+        ({"endpoints": {"e": {"targets": [{"upstream": "anthropic", "wieght": 3}]}}},
+         "endpoints.e.targets[0]: unknown key 'wieght' (did you mean weight?)"),
+        ({"endpoints": {"e": {"upstream": "anthropic",
+                              "price": {"input": 1, "output": 2, "cache_creation": 5}}}},
+         "endpoints.e.price: unknown key 'cache_creation'"),
+        ({"endpoints": {"e": {"upstream": "anthropic", "price": {"input": -1, "output": 2}}}},
+         "endpoints.e.price: prices are USD per million tokens, ≥ 0"),
+        ({"endpoints": {"e": {"upstream": "anthropic", "price_model": 3}}},
+         'endpoints.e: price_model is a "provider/model" string'),
+        ({"idle_timout": 5}, "x: unknown key 'idle_timout' (did you mean idle_timeout?)"),
+        ({"idle_timeout": float("nan")}, "idle_timeout must be a number ≥ 0, got nan"),
+        ({"routes": {"cursor": {"log_payload": False}}}, "routes.cursor: unknown key"),
+        ({"routes": {"cursor": {"log_payloads": "no"}}}, "log_payloads is true or false"),
+        ({"redaction": {"enable": False}}, "redaction: unknown key 'enable'"),
+        ({"budgets": {"b": {"each": "token", "daily_usd": float("nan")}}},
+         "budgets.b: daily_usd must be a number of USD ≥ 0, got nan"),
+    ],
+)  # fmt: skip
+def test_a_malformed_proxy_config_says_what_is_wrong(change: dict[str, Any], words: str) -> None:
+    """Every table is checked as one, and every key: a misspelt limit or weight would
+    otherwise switch what it sets off without a word."""
+    base = {"tables": "a.b.c",
+            "upstreams": {"anthropic": {"base_url": "http://x", "api_key_env": "K"}}}  # fmt: skip
+    with pytest.raises(ConfigError) as raised:
+        parse_proxy_config({**base, **change}, {"K": "k"}, "x")
+    assert words in str(raised.value)
 
 
 def test_each_providers_billed_tokens_and_a_calls_cost() -> None:
@@ -184,6 +238,10 @@ def test_each_default_credential_kind_is_found_and_ordinary_text_is_not() -> Non
         "collector_token": "odc_" + "i9" * 16,
         "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
         "bearer_token": "Authorization: Bearer " + "j0" * 15,
+        "google_oauth_token": "ya29.a0AfH6SMB" + "k1" * 12,
+        "aws_session_token": "aws_session_token=IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUC",
+        "basic_auth": "Authorization: Basic dXNlcjpodW50ZXIyc2VjcmV0",
+        "url_password": "postgres://app:hunter2secret@db.internal:5432/app",
     }
     redactor = Redactor()
     for kind, sample in samples.items():
@@ -193,6 +251,52 @@ def test_each_default_credential_kind_is_found_and_ordinary_text_is_not() -> Non
     ordinary = ("Ask the sk-8 team; the bearer of bad news; AKIA is a prefix; ghp_short; "
                 "-----BEGIN CERTIFICATE----- is public; eyJ alone")  # fmt: skip
     assert redactor.redact(ordinary) == (ordinary, {})
+
+
+def test_credentials_are_found_in_payloads_as_json_writes_them() -> None:
+    """Payloads are searched as stored, JSON: a key at the start of a pasted file's line
+    follows the two characters ``\\n``; quotes are escaped; a name stays readable."""
+    anthropic_key, secret = "sk-ant-api03-" + "k9" * 20, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    creds = f"[default]\naws_secret_access_key = {secret}\n{anthropic_key}\n"
+    body = json.dumps({"content": [{"type": "tool_result", "content": creds}]})
+    text, found = Redactor().redact(body)
+    assert found == {"aws_secret_access_key": 1, "anthropic_key": 1}
+    assert json.loads(text)["content"][0]["content"] == (
+        "[default]\naws_secret_access_key = [REDACTED:aws_secret_access_key]\n"
+        "[REDACTED:anthropic_key]\n"
+    )
+    config = json.dumps({"env": json.dumps({"AWS_SECRET_ACCESS_KEY": secret})})  # twice escaped
+    assert secret not in Redactor().redact(config)[0]
+    assert Redactor().redact("see postgres://app:hunter2secret@db:5432/app") == (
+        "see postgres://app:[REDACTED:url_password]@db:5432/app",
+        {"url_password": 1},
+    )
+    # A private key block cut short (pasted in part, or at the payload's cut) goes whole.
+    cut = json.dumps({"c": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA"})
+    assert Redactor().redact(cut) == ('{"c": "[REDACTED:private_key]"}', {"private_key": 1})
+
+
+def test_a_credential_streamed_in_pieces_withholds_the_stored_answer() -> None:
+    """Codex's stream repeats its text whole in its closing events: those are redacted, but
+    its deltas would still join into the key, so the answer is withheld."""
+    key = "sk-proj-" + "Ab3x" * 20
+    events = [{"type": "response.output_text.delta", "delta": p}
+              for p in ("Use ", key[:10], key[10:40], key[40:])]  # fmt: skip
+    events.append({"type": "response.output_text.done", "text": "Use " + key})
+    raw = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
+    call = Call("r", 0, "openai", "responses", "codex_exec/0.171.0")
+    call.streamed, call.response_body = True, bytearray(raw.encode())
+    call.streamed_pieces = [stream_text("openai", e) for e in SseParser().feed(raw.encode())]
+    row = inference_batch(call, 65536, Redactor()).to_pylist()[0]
+    assert row["response_body"].startswith("[response withheld")
+    assert (row["redactions"], row["redacted_kinds"]) == (1, ["openai_key"])
+    # The same key written whole in one event is only redacted.
+    call.streamed_pieces = ["Use " + key]
+    one = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events[-1:])
+    call.response_body = bytearray(one.encode())
+    row = inference_batch(call, 65536, Redactor()).to_pylist()[0]
+    assert "[REDACTED:openai_key]" in row["response_body"] and key not in row["response_body"]
+    assert (row["redactions"], row["redacted_kinds"]) == (1, ["openai_key"])
 
 
 def test_a_streamed_events_text_in_each_providers_shape() -> None:
@@ -225,6 +329,13 @@ def test_redaction_patterns_from_the_proxy_config() -> None:
         parse_proxy_config({**base, "redaction": {"patterns": {"bad": "(unclosed"}}}, env, "x")
     with pytest.raises(ConfigError, match=r"\[redaction\] patterns maps kinds"):
         parse_proxy_config({**base, "redaction": {"patterns": {"n": 1}}}, env, "x")
+    with pytest.raises(ConfigError, match=r"\[redaction\] patterns.any: matches the empty"):
+        parse_proxy_config({**base, "redaction": {"patterns": {"any": "x*"}}}, env, "x")
+    # Each pattern on its own: a backreference means its own group.
+    quoted = Redactor({"quoted": r"(['\"])tok-[0-9]{4}\1"})
+    assert quoted.redact("x 'tok-1234' y") == ("x [REDACTED:quoted] y", {"quoted": 1})
+    secret = Redactor({"db": r"DB_PASSWORD=(?P<secret>\S+)"})
+    assert secret.redact("DB_PASSWORD=pw1") == ("DB_PASSWORD=[REDACTED:db]", {"db": 1})
 
 
 def test_an_endpoints_targets_and_their_order() -> None:

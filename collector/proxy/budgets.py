@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import math
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -123,7 +124,12 @@ def parse_budgets(data: Any, endpoints: Iterable[str], where: str) -> tuple[Budg
         for period, key in (("day", "daily_usd"), ("month", "monthly_usd")):
             if key in b:
                 usd = b[key]
-                if isinstance(usd, bool) or not isinstance(usd, int | float) or usd < 0:
+                if (
+                    isinstance(usd, bool)
+                    or not isinstance(usd, int | float)
+                    or not math.isfinite(usd)
+                    or usd < 0
+                ):
                     raise ValueError(f"{at}: {key} must be a number of USD ≥ 0, got {usd!r}")
                 limits.append((period, float(usd)))
         if not limits:

@@ -15,7 +15,7 @@ from collector.config import ConfigError
 from collector.errors import PermissionDenied
 from collector.hoststate import HostState
 from collector.prices import Price, Prices
-from collector.proxy.budgets import Spend, parse_budgets, period_start
+from collector.proxy.budgets import BudgetSpent, Spend, parse_budgets, period_start
 from collector.proxy.call import Call, TraceContext, session_of
 from collector.proxy.config import load_proxy_config, parse_proxy_config
 from collector.proxy.providers import (
@@ -395,6 +395,31 @@ def test_budgets_and_their_periods() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             parse_budgets(bad, endpoints, "x")
+
+
+def test_a_refusal_names_the_limit_spent_longest_and_patterns_count_as_they_hold(
+    tmp_path: Path,
+) -> None:
+    spend = Spend(HostState(tmp_path / "host.sqlite", 0))
+    (both, not_x) = parse_budgets(
+        {"both": {"token": "alice", "daily_usd": 1, "monthly_usd": 5},
+         "not-x": {"token": "bob", "daily_usd": 1, "endpoints": "[!x]*"}},
+        ["a", "x"], "x",
+    )  # fmt: skip
+    now = 1_764_700_000.0  # 2025-12-02T18:26:40Z
+    spend.add((now - 60, "alice", None, "a", 6.0, "r1"))
+    with pytest.raises(BudgetSpent) as spent:
+        spend.check([both], "alice", None, "a", now)
+    assert spent.value.message == (
+        "monthly budget 'both' of $5.00 for token 'alice' is spent ($6.00); "
+        "it resets at 2026-01-01T00:00:00Z"
+    )
+    assert spent.value.resets_at == 1_767_225_600.0
+    spend.add((now - 60, "bob", None, "a", 2.0, "r2"))
+    spend.add((now - 60, "bob", None, "x", 9.0, "r3"))
+    with pytest.raises(BudgetSpent, match=r"is spent \(\$2\.00\)"):
+        spend.check([not_x], "bob", None, "a", now)
+    spend.check([not_x], "bob", None, "x", now)  # not an endpoint it holds
 
 
 def test_trace_context_from_traceparent() -> None:

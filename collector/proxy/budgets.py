@@ -195,38 +195,42 @@ class Spend:
 
     def spent(self, budget: Budget, holder: str, since: float) -> float:
         column = "token" if budget.scope == "token" else "team"
-        row = self._db.execute(
-            f"SELECT coalesce(sum(usd), 0) FROM spend WHERE {column} = ? AND at >= ? "
-            "AND endpoint GLOB ?",
-            (holder, since, budget.endpoints),
-        ).fetchone()
-        return float(row[0])
+        rows = self._db.execute(
+            f"SELECT endpoint, sum(usd) FROM spend WHERE {column} = ? AND at >= ? "
+            "GROUP BY endpoint",
+            (holder, since),
+        ).fetchall()
+        # The pattern matched as Budget.holds matches it (SQLite's GLOB differs: [^x], not [!x]).
+        return float(sum(usd for e, usd in rows if fnmatch.fnmatchcase(e, budget.endpoints)))
 
     def check(self, budgets: Iterable[Budget], token: str, team: str | None, endpoint: str,
               now: float) -> None:  # fmt: skip
-        """Raise :class:`BudgetSpent` for the first budget the call would start over."""
+        """Raise :class:`BudgetSpent` for the first budget the call would start over, naming
+        its limit that is spent longest (a spent month outlasts a spent day)."""
         for budget in budgets:
             holder = budget.holds(token, team, endpoint)
             if holder is None:
                 continue
+            spent_limits = []
             for period, usd in budget.limits:
-                since = period_start(period, now)
                 try:
-                    spent = self.spent(budget, holder, since)
+                    spent = self.spent(budget, holder, period_start(period, now))
                 except sqlite3.Error as e:
                     log.warning("budgets not checked; the call is admitted", error=str(e))
                     return
                 if spent >= usd:
-                    resets = _period_end(period, now)
-                    when = dt.datetime.fromtimestamp(resets, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                    raise BudgetSpent(
-                        budget,
-                        f"{'daily' if period == 'day' else 'monthly'} budget {budget.name!r} of "
-                        f"{_usd(usd)} for {budget.scope} {holder!r} is spent ({_usd(spent)}); "
-                        f"it resets at {when}",
-                        resets,
-                        now,
-                    )
+                    spent_limits.append((_period_end(period, now), period, usd, spent))
+            if spent_limits:
+                resets, period, usd, spent = max(spent_limits)
+                when = dt.datetime.fromtimestamp(resets, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                raise BudgetSpent(
+                    budget,
+                    f"{'daily' if period == 'day' else 'monthly'} budget {budget.name!r} of "
+                    f"{_usd(usd)} for {budget.scope} {holder!r} is spent ({_usd(spent)}); "
+                    f"it resets at {when}",
+                    resets,
+                    now,
+                )
 
 
 def _usd(amount: float) -> str:

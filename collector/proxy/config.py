@@ -73,7 +73,7 @@ class Endpoint:
     upstream: Upstream  # the first target's
     model: str  # the first target's
     requests_per_minute: int  # per token; 0: unlimited
-    tokens_per_minute: int  # per token, input + output; 0: unlimited
+    tokens_per_minute: int  # per token, all input (cached too) + output; 0: unlimited
     price_model: str = ""  # what its calls are priced as ([provider/]model); "" = as served
     price: Price | None = None  # its own price (negotiated), which wins over any price data
     targets: tuple[Target, ...] = ()  # where its calls go, the first included

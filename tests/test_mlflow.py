@@ -99,6 +99,7 @@ class MlflowServer:
         self._log.close()
 
 
+CALLER_TRACE, CALLER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 # The proxy tests' gateway, its spans also sent to MLflow's experiment.
 TRACES_TOML = """
 [traces]
@@ -142,11 +143,18 @@ def test_spans_exported_to_mlflow_are_one_trace_per_call_with_model_and_usage(
         )
         client = gemini(proc, agent_ua("GeminiCLI/0.61.0"), bearer=alice)  # type: ignore[arg-type]
         client.models.generate_content(model="databricks-gemini-2-5-flash", contents="Salut")
+        # A call of an agent's trace: MLflow never gets the agent's spans, so the call is a
+        # trace of its own there, complete, linked to the agent's span.
+        claude(proc, alice, ua).messages.create(
+            model="databricks-claude-cheap", max_tokens=64,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+        )  # fmt: skip
 
-        found = mlflow_server.traces(experiment, 4)
+        found = mlflow_server.traces(experiment, 5)
         spans_table = proc.table_path("main.ai_gateway.agents_otel_spans")
         deadline = time.monotonic() + 20
-        while len(stored := read_both(spans_table, key=lambda r: r["span_id"])) < 4:
+        while len(stored := read_both(spans_table, key=lambda r: r["span_id"])) < 5:
             assert time.monotonic() < deadline
             time.sleep(0.2)
     finally:
@@ -154,8 +162,8 @@ def test_spans_exported_to_mlflow_are_one_trace_per_call_with_model_and_usage(
         stub.stop()
 
     by_model = {t["spans"][0]["attributes"]["gen_ai.request.model"]: t for t in found}
-    assert sorted(by_model) == ["claude-opus-4-6", "claude-overloaded", "gemini-2.5-flash",
-                                "gpt-5.2"]  # fmt: skip
+    assert sorted(by_model) == ["claude-haiku-4-5", "claude-opus-4-6", "claude-overloaded",
+                                "gemini-2.5-flash", "gpt-5.2"]  # fmt: skip
     summary = {
         model: (t["state"], t["token_usage"], [(s["name"], s["span_type"]) for s in t["spans"]])
         for model, t in by_model.items()
@@ -166,6 +174,12 @@ def test_spans_exported_to_mlflow_are_one_trace_per_call_with_model_and_usage(
             {"input_tokens": 132, "output_tokens": 15, "total_tokens": 147,
              "cache_read_input_tokens": 100, "cache_creation_input_tokens": 7},
             [("chat claude-opus-4-6", "CHAT_MODEL")],
+        ),
+        "claude-haiku-4-5": (
+            "OK",
+            {"input_tokens": 132, "output_tokens": 15, "total_tokens": 147,
+             "cache_read_input_tokens": 100, "cache_creation_input_tokens": 7},
+            [("chat claude-haiku-4-5", "CHAT_MODEL")],
         ),
         "claude-overloaded": ("ERROR", None, [("chat claude-overloaded", "CHAT_MODEL")]),
         "gpt-5.2": (
@@ -185,7 +199,11 @@ def test_spans_exported_to_mlflow_are_one_trace_per_call_with_model_and_usage(
     for trace in found:
         (span,) = trace["spans"]
         (row,) = [r for r in stored if r["span_id"] == span["span_id"]]
-        assert (span["trace_id"], span["parent_span_id"]) == (row["trace_id"], None)
+        if row["parent_span_id"] is None:
+            assert (span["trace_id"], span["parent_span_id"]) == (row["trace_id"], None)
+        else:  # the agent's call: its own trace at MLflow, the caller's in the table
+            assert (row["trace_id"], row["parent_span_id"]) == (CALLER_TRACE, CALLER_SPAN)
+            assert (span["trace_id"], span["parent_span_id"]) == (row["span_id"] * 2, None)
         ours = {k: v for k, v in span["attributes"].items() if not k.startswith("mlflow.")}
         assert sorted(ours) == sorted(row["attributes"])
         for name, value in ours.items():  # MLflow gives values their JSON types; Delta strings

@@ -30,6 +30,7 @@ from collector.proxy.providers import (
 from collector.proxy.ratelimit import RateLimited, RateLimiter
 from collector.proxy.records import Cost, agent_of, cost_of, inference_batch, truncate
 from collector.proxy.redact import Redactor
+from collector.proxy.spans import as_own_trace, call_span
 from collector.proxy.sse import SseParser
 from tests import upstream_stub as up
 
@@ -515,8 +516,14 @@ def test_trace_export_config_and_its_errors() -> None:
     export = parse_proxy_config({**base, "traces": traces}, env, "x").trace_export
     assert export is not None
     assert export.headers == {"x-mlflow-experiment-id": "3", "Authorization": "Bearer t"}
-    assert (export.url, export.timeout) == ("http://127.0.0.1:5000/v1/traces", 10.0)
+    assert (export.url, export.timeout, export.own_traces) == (
+        "http://127.0.0.1:5000/v1/traces",
+        10.0,
+        True,
+    )
     assert "Bearer t" not in repr(export)
+    caller = {**traces, "export_caller_trace": True}
+    assert parse_proxy_config({**base, "traces": caller}, env, "x").trace_export.own_traces is False
     for bad, message in [
         ({"export_url": "localhost:5000"}, "export_url must be an http"),
         ({"export_headers": {"a": "b"}}, "no export_url"),
@@ -524,9 +531,65 @@ def test_trace_export_config_and_its_errors() -> None:
         ({**traces, "export_headers": {"a": 1}}, "maps header names"),
         ({"exporturl": "http://x"}, r"unknown key\(s\) exporturl"),
         ({**traces, "export_timeout": -1}, "export_timeout must be a number"),
+        ({**traces, "export_caller_trace": "yes"}, "export_caller_trace is true or false"),
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_proxy_config({**base, "traces": bad}, env, "x")
+
+
+def test_an_exported_call_of_an_agents_trace_is_a_trace_of_its_own_linked_to_it() -> None:
+    call = Call("r", 1_000, "anthropic", "messages", "claude-cli/2.1.197")
+    call.trace = TraceContext.from_headers(
+        {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+         "tracestate": "vendor=1"}
+    )  # fmt: skip
+    span = call_span(call, "anthropic", None)
+    own = as_own_trace(span)
+    assert (own.trace_id, own.parent_span_id, own.span_id) == (span.span_id * 2, b"", span.span_id)
+    (link,) = own.links
+    assert (link.trace_id.hex(), link.span_id.hex(), link.trace_state) == (
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "00f067aa0ba902b7",
+        "vendor=1",
+    )
+    assert own.flags == 0x101 and span.flags == 0x301  # sampled; its parent no longer remote
+    assert span.parent_span_id.hex() == "00f067aa0ba902b7"  # the table's copy is the child
+    root = call_span(Call("s", 1_000, "anthropic", "messages", "x"), "anthropic", None)
+    assert as_own_trace(root) is root
+
+
+def test_a_stream_that_ends_in_an_error_event_is_an_error_span() -> None:
+    """A 200 whose stream fails midway: the span says what the provider's error event said
+    (its message redacted as payloads are), in each provider's shape."""
+    events = {
+        "anthropic": {"type": "error", "error": {"type": "overloaded_error",
+                                                  "message": "Overloaded"}},
+        "openai": {"type": "error", "code": "server_error", "message": "Overloaded",
+                   "sequence_number": 3},
+        "gemini": {"error": {"code": 503, "message": "Overloaded", "status": "UNAVAILABLE"}},
+    }  # fmt: skip
+    kinds = {"anthropic": "overloaded_error", "openai": "server_error", "gemini": "UNAVAILABLE"}
+    for api, event in events.items():
+        call = Call("r", 1_000, api, "x", "ua")
+        call.status, call.streamed = 200, True
+        answer_from(api, event, call.answer)
+        span = call_span(call, api, None, Redactor())
+        attributes = {kv.key: kv.value.string_value for kv in span.attributes}
+        assert attributes["error.type"] == kinds[api], api
+        assert (span.status.code, span.status.message) == (2, "Overloaded")  # ERROR
+    failed = {"type": "response.failed", "response": {"object": "response", "status": "failed",
+              "error": {"code": "server_error", "message": "key sk-ant-api03-" + "z" * 30}}}  # fmt: skip
+    call = Call("r", 1_000, "openai", "responses", "ua")
+    call.status = 200
+    answer_from("openai", failed, call.answer)
+    span = call_span(call, "openai", None, Redactor())
+    assert span.status.message == "key [REDACTED:anthropic_key]"
+    ok = {"type": "response.completed", "response": {"object": "response", "status": "completed",
+          "error": None}}  # fmt: skip
+    call = Call("r", 1_000, "openai", "responses", "ua")
+    call.status = 200
+    answer_from("openai", ok, call.answer)
+    assert call_span(call, "openai", None).status.code == 0  # UNSET
 
 
 def test_spend_is_kept_by_request_id_and_read_by_one_worker_at_a_time(tmp_path: Path) -> None:

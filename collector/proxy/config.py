@@ -102,6 +102,7 @@ class TraceExport:
     url: str
     headers: dict[str, str]  # values may be credentials (from the environment): never logged
     timeout: float
+    own_traces: bool = True  # a call's span the root of its own trace, linked to the caller's
 
     def __repr__(self) -> str:
         return f"TraceExport({self.url!r}, headers={sorted(self.headers)!r})"
@@ -279,7 +280,7 @@ def _trace_export(traces: dict[str, Any], env: dict[str, str], at: str) -> Trace
     """``export_url``, with ``export_headers`` as given and ``export_headers_env`` read from
     the environment (a header's NAME → the variable holding its value, e.g. a bearer token)."""
     unknown = set(traces) - {"enabled", "export_url", "export_headers", "export_headers_env",
-                             "export_timeout"}  # fmt: skip
+                             "export_timeout", "export_caller_trace"}  # fmt: skip
     if unknown:
         raise ConfigError(f"{at}: unknown key(s) {', '.join(sorted(unknown))}")
     url = traces.get("export_url")
@@ -300,7 +301,11 @@ def _trace_export(traces: dict[str, Any], env: dict[str, str], at: str) -> Trace
                     raise ConfigError(f"{at}: the environment variable {value} is not set")
                 value = env[value]
             headers[name] = value
-    return TraceExport(url, headers, _number(traces, "export_timeout", 10.0, at) or 10.0)
+    caller_trace = traces.get("export_caller_trace", False)
+    if not isinstance(caller_trace, bool):
+        raise ConfigError(f"{at}: export_caller_trace is true or false")
+    timeout = _number(traces, "export_timeout", 10.0, at) or 10.0
+    return TraceExport(url, headers, timeout, own_traces=not caller_trace)
 
 
 def _targets(

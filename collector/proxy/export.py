@@ -16,7 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from yarl import URL
 
 from collector.proxy.config import TraceExport
-from collector.proxy.spans import export_request
+from collector.proxy.spans import as_own_trace, export_request
 from collector.selfmetrics import SelfMetrics
 
 __all__ = ["TraceExporter"]
@@ -41,6 +41,8 @@ class TraceExporter:
         self._unsent = 0  # spans added and neither exported nor dropped yet
 
     def add(self, span: Span) -> None:
+        if self.export.own_traces:
+            span = as_own_trace(span)
         if self._task is None or self._task.done():  # (re)started: it never stops for long
             self._task = asyncio.get_running_loop().create_task(self._run())
         try:

@@ -10,9 +10,11 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pyarrow as pa
 import structlog
 from aiohttp import web
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -47,6 +49,7 @@ from collector.proxy.spans import call_span, export_request
 from collector.proxy.sse import SseParser
 from collector.receivers.http import read_body
 from collector.signals import SPANS
+from collector.tables import TableName
 
 __all__ = ["Proxy"]
 
@@ -654,7 +657,11 @@ class Proxy:
             latency_ms=round(call.latency_ms, 1),
             streamed=call.streamed,
         )
-        span = call_span(call, API_OF_ROUTE[call.route], cost) if self._spans else None
+        span = (
+            call_span(call, API_OF_ROUTE[call.route], cost, self.config.redactor)
+            if self._spans
+            else None
+        )
         if span is not None and self.exporter is not None:
             self.exporter.add(span)
         task = asyncio.get_running_loop().create_task(self._store(call, cost, span))
@@ -671,29 +678,43 @@ class Proxy:
         return cost_of(call, endpoint.upstream.api, priced_as, price)
 
     async def _store(self, call: Call, cost: Cost | None, span: Span | None) -> None:
-        try:
-            await self.pipeline.store(self.config.usage_table, usage_batch(call, cost))
-            if self.config.log_payloads[call.route]:
-                payloads = inference_batch(
-                    call, self.config.max_payload_bytes, self.config.redactor
-                )
-                redacted = payloads.column("redactions")[0].as_py()
-                if redacted:  # how many and of what kind: never the credentials themselves
-                    log.info(
-                        "credentials redacted from payloads",
-                        request_id=call.request_id,
-                        redactions=redacted,
-                        kinds=payloads.column("redacted_kinds")[0].as_py(),
-                    )
-                await self.pipeline.store(self.config.inference_table, payloads)
-            if span is not None and self.config.spans_table is not None:
-                # As an exporter's span is: its OTLP bytes decoded and flattened.
+        """The call's usage row, payloads and span, each stored apart: one that cannot be
+        (a table refused, say) loses none of the others."""
+        await self._store_one(
+            call, "usage", self.config.usage_table, lambda: usage_batch(call, cost)
+        )
+        if self.config.log_payloads[call.route]:
+            await self._store_one(call, "inference", self.config.inference_table,
+                                  lambda: self._payloads(call))  # fmt: skip
+        if span is not None and self.config.spans_table is not None:
+
+            def rows() -> pa.RecordBatch:  # as an exporter's span is: its OTLP bytes decoded
                 body = export_request([span]).SerializeToString()
-                rows = flatten_request(SPANS, SPANS.decode_protobuf(body)).batch
-                await self.pipeline.store(self.config.spans_table, rows)
+                return flatten_request(SPANS, SPANS.decode_protobuf(body)).batch
+
+            await self._store_one(call, "span", self.config.spans_table, rows)
+
+    async def _store_one(
+        self, call: Call, what: str, table: TableName, batch: Callable[[], pa.RecordBatch]
+    ) -> None:
+        try:
+            await self.pipeline.store(table, batch())
         except Exception as e:
             log.warning(
                 "proxy rows not stored",
                 request_id=call.request_id,
+                rows=what,
                 error=f"{type(e).__name__}: {e}",
             )
+
+    def _payloads(self, call: Call) -> pa.RecordBatch:
+        payloads = inference_batch(call, self.config.max_payload_bytes, self.config.redactor)
+        redacted = payloads.column("redactions")[0].as_py()
+        if redacted:  # how many and of what kind: never the credentials themselves
+            log.info(
+                "credentials redacted from payloads",
+                request_id=call.request_id,
+                redactions=redacted,
+                kinds=payloads.column("redacted_kinds")[0].as_py(),
+            )
+        return payloads

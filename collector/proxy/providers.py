@@ -16,6 +16,7 @@ __all__ = [
     "answer_from",
     "caller_token",
     "error_body",
+    "error_in",
     "error_of",
     "request_options",
     "stream_text",
@@ -85,11 +86,28 @@ def error_of(api: str, body: bytes | bytearray) -> tuple[str | None, str]:
     """The provider's name for the error an answer's body reports (Anthropic's error type,
     OpenAI's code or type, Google's status) and its message; (None, "") when it says none."""
     try:
-        error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
+        obj = json.loads(body)
+    except ValueError:
         return None, ""
+    return error_in(api, obj) or (None, "")
+
+
+def error_in(api: str, obj: Any) -> tuple[str | None, str] | None:
+    """The error one JSON object reports: a whole body, or one streamed event (Anthropic's
+    ``error`` event, OpenAI's ``error`` and ``response.failed``, Google's error object),
+    as :func:`error_of` names it; None when it reports none."""
+    if not isinstance(obj, dict):
+        return None
+    error = obj.get("error")
+    if api == "openai":
+        response = obj.get("response")
+        if obj.get("type") == "error" and not isinstance(error, dict):
+            error = obj  # a Responses stream's error event: code and message at its top
+        elif isinstance(response, dict) and response.get("status") == "failed":
+            error = response.get("error") if isinstance(response.get("error"), dict) else {}
+            error = {"code": "response_failed", **error}
     if not isinstance(error, dict):
-        return None, ""
+        return None
     if api == "anthropic":
         kind = error.get("type")
     elif api == "openai":
@@ -221,6 +239,7 @@ class Answer:
     id: str | None = None
     model: str | None = None
     finish_reasons: list[str] = field(default_factory=list)
+    error: tuple[str | None, str] | None = None  # what a stream that failed midway said
 
 
 def answer_from(api: str, obj: Any, answer: Answer) -> None:
@@ -230,6 +249,7 @@ def answer_from(api: str, obj: Any, answer: Answer) -> None:
     candidates' finishReason."""
     if not isinstance(obj, dict):
         return
+    answer.error = error_in(api, obj) or answer.error
     reasons: list[Any] = []
     if api == "anthropic":
         message = obj.get("message") if obj.get("type") == "message_start" else obj

@@ -15,8 +15,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from collector.proxy.call import Call
 from collector.proxy.providers import PROVIDER_NAME, error_of
 from collector.proxy.records import Cost, agent_of
+from collector.proxy.redact import Redactor
 
-__all__ = ["call_span", "export_request"]
+__all__ = ["as_own_trace", "call_span", "export_request"]
 
 # gen_ai.operation.name by the proxy's operation (the provider's API method).
 _OPERATIONS = {
@@ -50,7 +51,7 @@ def _attributes(values: dict[str, Any]) -> list[KeyValue]:
     return [KeyValue(key=k, value=_value(v)) for k, v in values.items() if v is not None]
 
 
-def call_span(call: Call, api: str, cost: Cost | None) -> Span:
+def call_span(call: Call, api: str, cost: Cost | None, redactor: Redactor | None = None) -> Span:
     """The call's span: named ``{gen_ai.operation.name} {gen_ai.request.model}``, kind CLIENT
     (a call to the provider), timed from the request's arrival to the answer's end."""
     operation = _OPERATIONS.get(call.operation, call.operation or call.route)
@@ -58,6 +59,11 @@ def call_span(call: Call, api: str, cost: Cost | None) -> Span:
     if call.status >= 400 or call.error_type:
         error_type, message = error_of(api, call.response_body)
         error_type = call.error_type or error_type or str(call.status)
+    elif call.answer.error is not None:  # a 200 whose stream ended in an error event
+        error_type, message = call.answer.error
+        error_type = error_type or "stream_error"
+    if redactor is not None:  # the provider's message may quote the prompt
+        message = redactor.redact(message)[0]
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": operation,
         "gen_ai.provider.name": PROVIDER_NAME[api],
@@ -122,6 +128,23 @@ def call_span(call: Call, api: str, cost: Cost | None) -> Span:
             Status(code=Status.STATUS_CODE_ERROR, message=message[:_MAX_STATUS_MESSAGE])
         )
     return span
+
+
+def as_own_trace(span: Span) -> Span:
+    """``span`` as the root of a trace of its own, linked to the caller's span it was a child
+    of: a traces endpoint that never gets the caller's spans (MLflow) would otherwise hold
+    its calls as one trace without a root, never complete."""
+    if not span.parent_span_id:
+        return span
+    own = Span()
+    own.CopyFrom(span)
+    own.links.add(trace_id=span.trace_id, span_id=span.parent_span_id,
+                  trace_state=span.trace_state, flags=span.flags)  # fmt: skip
+    own.trace_id = span.span_id * 2  # unique as the span id is, and the same in every copy
+    own.parent_span_id = b""
+    own.trace_state = ""
+    own.flags = span.flags & ~_IS_REMOTE
+    return own
 
 
 def _version() -> str:

@@ -602,7 +602,10 @@ def test_spend_is_kept_by_request_id_and_read_by_one_worker_at_a_time(tmp_path: 
     budget = parse_budgets({"b": {"each": "token", "daily_usd": 1}}, ["e"], "x")[0]
     assert others.spent(budget, "alice", 0) == 0.75
     assert others.merge([(1001.0, "alice", "ops", "e", 0.5, "r2")]) == 0  # a compaction's copy
+    assert not others.ever_read()  # the host's first reading is under way: others wait
     assert mine.due(5000.0, 60) and not others.due(5030.0, 60) and others.due(5061.0, 60)
+    mine.read_done(5001.0)
+    assert others.ever_read()
 
 
 def test_spend_kept_without_request_ids_is_counted_again_from_the_usage_table(

@@ -175,6 +175,17 @@ class Spend:
         self._db.execute("COMMIT")
         return True
 
+    def read_done(self, now: float) -> None:
+        """Say that a worker's reading of the usage table ended (read, or failed to be)."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO spend_meta VALUES ('read', ?)", (repr(now),))
+
+    def ever_read(self) -> bool:
+        """Whether a reading of the usage table has ended on this host since its state began:
+        until then the month's spend is not known, and no worker should serve."""
+        row = self._db.execute("SELECT 1 FROM spend_meta WHERE key = 'read'").fetchone()
+        return row is not None
+
     def merge(self, rows: Iterable[SpendRow]) -> int:
         """Count the calls among ``rows`` (the usage table's) not counted yet: how many."""
         before = self._db.total_changes

@@ -103,6 +103,8 @@ _HOP = frozenset(
 _CLIENT_CLOSED = 499  # the status recorded when the caller went away mid-answer
 _MAX_PARSED_BODY = 64 * 1024 * 1024  # a non-streamed answer is held this far to read its usage
 
+_SPEND_READ_WAIT = 30.0  # seconds a worker waits for another's first reading of the spend
+
 
 class _Refusal(Exception):
     def __init__(
@@ -187,15 +189,18 @@ class Proxy:
             self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=True)
         return self._session
 
-    async def refresh_spend(self) -> None:
+    async def refresh_spend(self, force: bool = False) -> None:
         """Count the calls in the usage table that this host has not (other replicas', or all
         of the month's on a new host), if it is this worker's turn to read it."""
         now = time.time()
-        if not self.spend.due(now, self.config.budget_refresh):
+        if not self.spend.due(now, self.config.budget_refresh) and not force:
             return
-        teams = self.pipeline.auth.teams()
-        rows = await asyncio.to_thread(self._usage.new_rows, teams, now)
-        added = self.spend.merge(rows)
+        try:
+            teams = self.pipeline.auth.teams()
+            rows = await asyncio.to_thread(self._usage.new_rows, teams, now)
+            added = self.spend.merge(rows)
+        finally:
+            self.spend.read_done(time.time())
         if added:
             log.info("budgets: calls counted from the usage table", calls=added)
 
@@ -213,6 +218,15 @@ class Proxy:
         if not self.config.budgets:
             return
         await self.refresh_spend()
+        # Another worker of the host may be reading the month's spend: serve once it has.
+        waited = 0.0
+        while not self.spend.ever_read():
+            if waited >= _SPEND_READ_WAIT:  # that worker died reading, say: read it here
+                log.warning("budgets: no other worker read the usage table; reading it")
+                await self.refresh_spend(force=True)
+                break
+            await asyncio.sleep(0.1)
+            waited += 0.1
         if self.config.budget_refresh:
             self._refreshing = asyncio.get_running_loop().create_task(
                 self._refresh_spend_periodically()
